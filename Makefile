@@ -1,0 +1,36 @@
+# The two commands of the README: `make report` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.joulebench-installed
+CORES ?= all
+
+.PHONY: report test test-fast lint clean setup
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml envs/system-packages.sh
+	bash envs/system-packages.sh
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m joulebench.wordnet
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(BIN)/snakemake --profile profiles/default --cores $(CORES)
+	@echo "report: results/report.pdf and results/report.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/snakemake --lint --cores 1
+
+clean:
+	rm -rf results logs .snakemake

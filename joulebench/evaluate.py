@@ -1,0 +1,179 @@
+"""One evaluated cell: merge the adapter, prune, store at the cell's precision, generate, score.
+
+Order of operations: the adapter is merged into the full-precision base, pruning happens on those 32-bit weights,
+and 8/4-bit cells are then re-quantized from the pruned weights (bitsandbytes maps 0 to 0, so the zeros survive).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from joulebench import memory
+from joulebench.cells import Pruning
+from joulebench.data import Example
+from joulebench.energy import EnergyMonitor
+from joulebench.finetune import TrainSettings
+from joulebench.metrics import MetricSettings, compute_quality
+from joulebench.models import Precision, load_model, load_tokenizer, model_size_bytes
+from joulebench.prune import PruneReport, prune_model
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    batch_size: int = 16
+    max_new_tokens: int = 48
+
+    @classmethod
+    def from_config(cls, generation: dict[str, Any]) -> GenerationSettings:
+        return cls(**generation)
+
+
+@dataclass
+class GenerationResult:
+    predictions: list[str]
+    new_tokens: int
+    wall_s: float
+    batches: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class EvalResult:
+    quality: dict[str, float]
+    tokens_per_s: float
+    latency_s: float
+    generated_tokens: int
+    generation_s: float
+    peak_mem_mb: float
+    peak_mem_kind: str
+    model_size_mb: float
+    prune: dict[str, Any]
+    energy: dict[str, Any]
+    prepare_energy: dict[str, Any]
+    metrics_s: float
+    predictions: list[str] = field(repr=False, default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("predictions")
+        return out
+
+
+@torch.no_grad()
+def generate(
+    model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings, max_prompt_tokens: int
+) -> GenerationResult:
+    """Greedy, batched, left-padded generation; only the time inside `generate` is counted."""
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    model.eval()
+    predictions: list[str] = []
+    new_tokens = 0
+    wall = 0.0
+    starts = range(0, len(prompts), settings.batch_size)
+    for start in tqdm(starts, desc="generate", mininterval=2):
+        batch = [_with_bos(tokenizer, p) for p in prompts[start : start + settings.batch_size]]
+        encoded = tokenizer(
+            batch, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens + 1,
+            add_special_tokens=False,
+        ).to(model.device)
+        began = time.perf_counter()
+        output = model.generate(
+            **encoded,
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        wall += time.perf_counter() - began
+        generated = output[:, encoded["input_ids"].shape[1] :]
+        for row in generated:
+            tokens = row.tolist()
+            if tokenizer.eos_token_id in tokens:
+                tokens = tokens[: tokens.index(tokenizer.eos_token_id) + 1]
+            new_tokens += len(tokens)
+            predictions.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+    return GenerationResult(predictions, new_tokens, wall, len(starts))
+
+
+def _with_bos(tokenizer: Any, prompt: str) -> str:
+    return (tokenizer.bos_token or "") + prompt
+
+
+def prepare_model(
+    model_path: str,
+    adapter_dir: Path | None,
+    precision: Precision,
+    pruning: Pruning,
+    trust_remote_code: bool,
+) -> tuple[Any, PruneReport]:
+    """Merge → prune at full precision → store at the cell's precision (re-quantize for 8/4 bits)."""
+    from peft import PeftModel
+
+    full = Precision(32)
+    model = load_model(model_path, full, trust_remote_code)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    report = prune_model(model, pruning)
+    if precision.bits == 32:
+        return model, report
+    if precision.bits == 16:
+        return model.to(precision.torch_dtype), report
+    with tempfile.TemporaryDirectory(prefix="joulebench-requant-") as tmp:
+        model.save_pretrained(tmp)
+        del model
+        return load_model(tmp, precision, trust_remote_code), report
+
+
+def evaluate_cell(
+    model_path: str,
+    adapter_dir: Path | None,
+    precision: Precision,
+    pruning: Pruning,
+    test: Sequence[Example],
+    generation: GenerationSettings,
+    training: TrainSettings,
+    metric_settings: MetricSettings,
+    monitor: EnergyMonitor,
+    trust_remote_code: bool = False,
+) -> EvalResult:
+    tokenizer = load_tokenizer(model_path, trust_remote_code)
+    with monitor.window("prepare") as prepared:
+        model, prune_report = prepare_model(model_path, adapter_dir, precision, pruning, trust_remote_code)
+    memory.reset_peak()
+    with monitor.window("inference") as inference:
+        result = generate(model, tokenizer, [e.prompt for e in test], generation, training.max_prompt_tokens)
+    peak, peak_kind = memory.peak_mb()
+    size_mb = model_size_bytes(model) / 2**20
+    del model
+    began = time.perf_counter()
+    quality = compute_quality(result.predictions, [e.target for e in test], settings=metric_settings)
+    return EvalResult(
+        quality=quality,
+        tokens_per_s=result.tokens_per_s,
+        latency_s=result.wall_s / len(test),
+        generated_tokens=result.new_tokens,
+        generation_s=result.wall_s,
+        peak_mem_mb=peak,
+        peak_mem_kind=peak_kind,
+        model_size_mb=size_mb,
+        prune=prune_report.to_dict(),
+        energy=inference["energy"].to_dict(),
+        prepare_energy=prepared["energy"].to_dict(),
+        metrics_s=time.perf_counter() - began,
+        predictions=result.predictions,
+    )
+

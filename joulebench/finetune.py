@@ -1,0 +1,195 @@
+"""LoRA / QLoRA fine-tuning with per-epoch loss, time, memory and energy, and the training loop it shares."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from joulebench import memory
+from joulebench.data import Example
+from joulebench.energy import EnergyMonitor, WindowEnergy
+from joulebench.models import Precision, load_model, load_tokenizer
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int = 8
+    lr: float = 3e-3
+    max_prompt_tokens: int = 160
+    max_target_tokens: int = 64
+    seed: int = 0
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    @classmethod
+    def from_config(cls, training: dict[str, Any]) -> TrainSettings:
+        lora = training.get("lora", {})
+        defaults = cls()
+        return cls(
+            batch_size=int(training.get("batch_size", defaults.batch_size)),
+            lr=float(training.get("lr", defaults.lr)),
+            max_prompt_tokens=int(training.get("max_prompt_tokens", defaults.max_prompt_tokens)),
+            max_target_tokens=int(training.get("max_target_tokens", defaults.max_target_tokens)),
+            seed=int(training.get("seed", defaults.seed)),
+            lora_r=int(lora.get("r", defaults.lora_r)),
+            lora_alpha=float(lora.get("alpha", defaults.lora_alpha)),
+            lora_dropout=float(lora.get("dropout", defaults.lora_dropout)),
+            lora_targets=tuple(lora.get("target_modules", defaults.lora_targets)),
+        )
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    steps: int
+    wall_s: float
+    energy: dict[str, Any]
+
+
+@dataclass
+class TrainResult:
+    epochs: list[EpochRecord] = field(default_factory=list)
+    wall_s: float = 0.0
+    loop_s: float = 0.0
+    peak_mem_mb: float = 0.0
+    peak_mem_kind: str = ""
+    energy: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def encode_supervised(
+    tokenizer: Any, examples: Sequence[Example], max_prompt_tokens: int, max_target_tokens: int
+) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) with the prompt masked out of the loss; long prompts keep their end (the cue)."""
+    encoded = []
+    for example in examples:
+        prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
+        target_ids = tokenizer(" " + example.target, add_special_tokens=False)["input_ids"][: max_target_tokens - 1]
+        target_ids = target_ids + [tokenizer.eos_token_id]
+        prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        input_ids = prefix + prompt_ids + target_ids
+        labels = [-100] * (len(prefix) + len(prompt_ids)) + target_ids
+        encoded.append((input_ids, labels))
+    return encoded
+
+
+def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> Batch:
+    width = max(len(ids) for ids, _ in pairs)
+    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(pairs), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(pairs):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        attention[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+def shuffled_batches(
+    pairs: Sequence[tuple[list[int], list[int]]], batch_size: int, pad_id: int, seed: int
+) -> list[Batch]:
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    return [collate([pairs[i] for i in order[s : s + batch_size]], pad_id) for s in range(0, len(order), batch_size)]
+
+
+def train_loop(
+    model: torch.nn.Module,
+    epoch_batches: Callable[[int], Iterable[Batch]],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    monitor: EnergyMonitor,
+    phase: str,
+    steps_per_epoch: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> TrainResult:
+    """Train for `epochs`, each epoch its own energy window nested in the phase window."""
+    result = TrainResult()
+    target_device = next(model.parameters()).device
+    memory.reset_peak()
+    started = time.perf_counter()
+    monitor.begin_window(phase)
+    model.train()
+    for epoch in range(1, epochs + 1):
+        monitor.begin_window(f"{phase}-epoch-{epoch}")
+        epoch_start = time.perf_counter()
+        losses: list[float] = []
+        bar = tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"{phase} epoch {epoch}/{epochs}", mininterval=2)
+        for batch in bar:
+            batch = {k: v.to(target_device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"{phase}: loss became {loss.item()} in epoch {epoch}")
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        wall = time.perf_counter() - epoch_start
+        result.loop_s += wall
+        energy = monitor.end_window(f"{phase}-epoch-{epoch}")
+        result.epochs.append(EpochRecord(epoch, sum(losses) / len(losses), len(losses), wall, energy.to_dict()))
+    phase_energy: WindowEnergy = monitor.end_window(phase)
+    result.energy = phase_energy.to_dict()
+    result.wall_s = time.perf_counter() - started
+    result.peak_mem_mb, result.peak_mem_kind = memory.peak_mb()
+    return result
+
+
+def finetune(
+    model_path: str,
+    train: Sequence[Example],
+    precision: Precision,
+    settings: TrainSettings,
+    epochs: int,
+    monitor: EnergyMonitor,
+    adapter_dir: Path,
+    trust_remote_code: bool = False,
+) -> TrainResult:
+    """LoRA on a 32/16-bit base, LLM.int8 + LoRA at 8 bits, QLoRA at 4 bits; the adapter is saved to `adapter_dir`."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    torch.manual_seed(settings.seed)
+    tokenizer = load_tokenizer(model_path, trust_remote_code)
+    model = load_model(model_path, precision, trust_remote_code)
+    if precision.quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=list(settings.lora_targets),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    pairs = encode_supervised(tokenizer, train, settings.max_prompt_tokens, settings.max_target_tokens)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
+    steps = math.ceil(len(pairs) / settings.batch_size)
+    result = train_loop(
+        model,
+        lambda epoch: shuffled_batches(pairs, settings.batch_size, tokenizer.pad_token_id, settings.seed + epoch),
+        optimizer,
+        epochs,
+        monitor,
+        "finetune",
+        steps,
+    )
+    model.save_pretrained(adapter_dir)
+    return result

@@ -1,0 +1,232 @@
+"""What each workflow job does, as plain functions of paths and settings (the `scripts/` adapters call these)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from joulebench.io import atomic_write_json
+
+
+@contextlib.contextmanager
+def job_context(log: str | Path, threads: int) -> Iterator[None]:
+    """Send the job's output (progress bars included) to its log, pin its threads, forbid the network."""
+    import torch
+
+    from joulebench.models import offline_environment
+
+    offline_environment()
+    torch.set_num_threads(max(1, int(threads)))
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", buffering=1) as handle, contextlib.redirect_stderr(handle), contextlib.redirect_stdout(handle):
+        logging.basicConfig(stream=handle, level=logging.INFO, force=True)
+        yield
+
+
+def make_rca_tickets(dataset: dict[str, Any], out: str) -> None:
+    from joulebench.data.rca import generate_tickets, write_tickets
+
+    write_tickets(Path(out), generate_tickets(int(dataset["n_tickets"]), int(dataset.get("seed", 0))))
+
+
+def prepare_data(dataset: dict[str, Any], inputs: dict[str, str], out_dir: str) -> None:
+    from joulebench.data import prepare_splits, write_examples
+
+    splits = prepare_splits(dataset, {key: Path(value) for key, value in inputs.items()})
+    for name in ("train", "validation", "test"):
+        write_examples(Path(out_dir) / f"{name}.jsonl", getattr(splits, name))
+
+
+def build_model(model: dict[str, Any], train: str, energy: dict[str, Any], out_dir: str, record: str) -> None:
+    from joulebench.data import read_examples
+    from joulebench.embedded import PretrainSettings, build_embedded_model
+    from joulebench.energy import open_monitor
+
+    with open_monitor(energy) as monitor:
+        result = build_embedded_model(
+            read_examples(Path(train)),
+            model["architecture"],
+            PretrainSettings.from_config(model.get("pretrain", {})),
+            monitor,
+            Path(out_dir),
+        )
+    atomic_write_json(record, {"status": "ok", "result": result.to_dict()})
+
+
+def finetune(
+    cell: dict[str, Any],
+    model_path: str,
+    model: dict[str, Any],
+    train: str,
+    training: dict[str, Any],
+    energy: dict[str, Any],
+    adapter_dir: str,
+    record: str,
+) -> None:
+    from joulebench.data import read_examples
+    from joulebench.energy import open_monitor
+    from joulebench.finetune import TrainSettings, finetune
+    from joulebench.models import Precision
+
+    precision = Precision.from_config(int(cell["bits"]), training)
+    with open_monitor(energy) as monitor:
+        result = finetune(
+            model_path,
+            read_examples(Path(train)),
+            precision,
+            TrainSettings.from_config(training),
+            int(cell["epochs"]),
+            monitor,
+            Path(adapter_dir),
+            bool(model.get("trust_remote_code", False)),
+        )
+    atomic_write_json(record, {"cell": cell, "status": "ok", "result": result.to_dict(), "provenance": provenance()})
+
+
+def evaluate(
+    cell: dict[str, Any],
+    model_path: str,
+    model: dict[str, Any],
+    adapter_dir: str | None,
+    test: str,
+    pruning: dict[str, Any],
+    training: dict[str, Any],
+    generation: dict[str, Any],
+    metrics: dict[str, Any],
+    energy: dict[str, Any],
+    record: str,
+    predictions: str,
+) -> None:
+    from joulebench.cells import Pruning
+    from joulebench.data import read_examples
+    from joulebench.energy import open_monitor
+    from joulebench.evaluate import GenerationSettings, evaluate_cell
+    from joulebench.finetune import TrainSettings
+    from joulebench.io import atomic_write_text
+    from joulebench.metrics import MetricSettings
+    from joulebench.models import Precision
+
+    examples = read_examples(Path(test))
+    setting = Pruning.from_config(pruning)
+    with open_monitor(energy) as monitor:
+        result = evaluate_cell(
+            model_path,
+            Path(adapter_dir) if adapter_dir else None,
+            Precision.from_config(int(cell["bits"]), training),
+            setting,
+            examples,
+            GenerationSettings.from_config(generation),
+            TrainSettings.from_config(training),
+            MetricSettings(
+                embedding_model=metrics.get("embedding_model"),
+                bertscore_layers=int(metrics.get("bertscore_layers", 6)),
+            ),
+            monitor,
+            bool(model.get("trust_remote_code", False)),
+        )
+    lines = [
+        {"id": e.id, "label": e.label, "target": e.target, "prediction": p}
+        for e, p in zip(examples, result.predictions, strict=True)
+    ]
+    atomic_write_text(predictions, "".join(json.dumps(line) + "\n" for line in lines))
+    atomic_write_json(
+        record,
+        {
+            "cell": {**cell, "pruning_label": setting.label},
+            "status": "ok",
+            "result": result.to_dict(),
+            "provenance": provenance(),
+        },
+    )
+
+
+def provenance() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": str(os.cpu_count()),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+    for package in ("torch", "transformers", "peft", "bitsandbytes", "codecarbon", "snakemake", "nltk",
+                    "bert-score", "sentence-transformers", "rouge-score", "weasyprint", "jinja2"):  # fmt: skip
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = "not installed"
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def aggregate(evaluations: list[str], trainings: list[str], w: float, k: int, out_csv: str, out_json: str) -> None:
+    from joulebench.summary import add_ranking, cell_row, load_json, write_summary
+
+    def finetune_key(record: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(record["cell"][key] for key in ("dataset", "model", "bits", "epochs"))
+
+    training_records = {finetune_key(record): record for record in map(load_json, map(Path, trainings))}
+    rows = []
+    for path in evaluations:
+        evaluation = load_json(Path(path))
+        rows.append(cell_row(evaluation, training_records.get(finetune_key(evaluation))))
+    add_ranking(rows, w, k)
+    write_summary(rows, Path(out_csv))
+    atomic_write_json(out_json, {"rows": rows, "training": [training_series(r) for r in training_records.values()]})
+
+
+def training_series(record: dict[str, Any]) -> dict[str, Any]:
+    cell = record["cell"]
+    epochs = record["result"]["epochs"]
+    return {
+        **{key: cell[key] for key in ("dataset", "model", "bits", "epochs")},
+        "losses": [e["loss"] for e in epochs],
+        "epoch_kwh": [e["energy"]["total_kwh"] for e in epochs],
+        "wall_s": record["result"]["wall_s"],
+    }
+
+
+
+def report(summary: str, config: dict[str, Any], template_dir: str, out_html: str, out_pdf: str) -> None:
+    import datetime
+
+    import yaml
+
+    from joulebench.rank import RANKING_NOTE
+    from joulebench.report import ReportInputs, write_report
+    from joulebench.report_text import energy_note, training_note
+    from joulebench.summary import load_json
+
+    data = load_json(Path(summary))
+    rows = [{key: "" if value is None else str(value) for key, value in row.items()} for row in data["rows"]]
+    details = {**provenance(), "run date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    inputs = ReportInputs(
+        rows=rows,
+        training=data["training"],
+        config_yaml=yaml.safe_dump(config, sort_keys=False),
+        w=float(config["w"]),
+        top_k=int(config["top_k"]),
+        provenance=details,
+        energy_note=energy_note(data["rows"]),
+        ranking_note=RANKING_NOTE,
+        training_note=training_note(data["training"]),
+    )
+    write_report(inputs, Path(template_dir), Path(out_html), Path(out_pdf))

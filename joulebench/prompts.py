@@ -1,0 +1,57 @@
+"""Prompt templates: the one place that decides how a task's record becomes model input and reference output.
+
+Every prompt ends with its cue ("Diagnosis:", "Feedback:") and no target starts with whitespace: the trainer
+joins them with one space, and generation continues from the cue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """``str.format`` templates filled from one record's fields."""
+
+    prompt: str
+    target: str
+
+
+TEMPLATES: dict[str, PromptTemplate] = {
+    "rca": PromptTemplate(
+        prompt=(
+            "Error codes: {error_codes}\n"
+            "Symptoms: {symptoms}\n"
+            "Logs:\n{logs}\n"
+            "Metadata: {metadata}\n"
+            "Diagnosis:"
+        ),
+        target="Cause: {cause} Fix: {resolution}",
+    ),
+    "saf": PromptTemplate(
+        prompt=(
+            "Question: {question}\n"
+            "Reference answer: {reference_answer}\n"
+            "Student answer: {provided_answer}\n"
+            "Feedback:"
+        ),
+        target="{verification_feedback}. {answer_feedback}",
+    ),
+}
+
+
+def template(task: str) -> PromptTemplate:
+    try:
+        return TEMPLATES[task]
+    except KeyError:
+        known = ", ".join(sorted(TEMPLATES))
+        raise KeyError(f"no prompt template for task {task!r}; known: {known}") from None
+
+
+def format_prompt(task: str, record: Mapping[str, object]) -> str:
+    return template(task).prompt.format_map(record)
+
+
+def format_target(task: str, record: Mapping[str, object]) -> str:
+    return template(task).target.format_map(record)

@@ -1,0 +1,55 @@
+"""The report's sentences that are derived from the results: which figures are estimates, how training went."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+SOURCE_MEANING = {
+    "codecarbon-estimate": "a CodeCarbon estimate (a power model, not a reading of an energy counter)",
+    "codecarbon-rapl": "measured by CodeCarbon from the CPU's RAPL energy counter",
+    "codecarbon-nvml": "measured by CodeCarbon from the GPU's NVML power readings",
+    "none": "not present (no such device, so 0)",
+}
+
+
+def component_sources(rows: Sequence[dict[str, Any]]) -> dict[str, set[str]]:
+    sources: dict[str, set[str]] = {"cpu": set(), "gpu": set(), "ram": set()}
+    for row in rows:
+        for part in str(row.get("energy_source", "")).split(";"):
+            if "=" in part:
+                component, source = (s.strip() for s in part.split("=", 1))
+                sources.setdefault(component, set()).add(source)
+    return sources
+
+
+def energy_note(rows: Sequence[dict[str, Any]]) -> str:
+    sources = component_sources(rows)
+    parts = []
+    for component in ("cpu", "gpu", "ram"):
+        found = sorted(sources.get(component, set())) or ["unknown"]
+        meaning = "; ".join(SOURCE_MEANING.get(source, source) for source in found)
+        parts.append(f"{component.upper()} energy: {meaning}.")
+    estimated = [c.upper() for c in ("cpu", "gpu", "ram") if "codecarbon-estimate" in sources.get(c, set())]
+    lead = (
+        f"{' and '.join(estimated)} energy figures in this report are estimates, not measurements. "
+        if estimated
+        else "All energy figures come from hardware counters. "
+    )
+    return lead + " ".join(parts) + " Emissions = energy × the grid's carbon intensity (CodeCarbon's offline table)."
+
+
+def training_note(training: Sequence[dict[str, Any]]) -> str:
+    multi = [t for t in training if len(t["losses"]) >= 2]
+    if not multi:
+        return "No fine-tuning cell ran more than one epoch, so no trend over epochs can be shown."
+    fell = [t for t in multi if t["losses"][-1] < t["losses"][0]]
+    drops = [(t["losses"][0] - t["losses"][-1]) / t["losses"][0] * 100 for t in multi]
+    example = max(multi, key=lambda t: len(t["losses"]))
+    return (
+        f"Training loss fell from the first to the last epoch in {len(fell)} of {len(multi)} multi-epoch "
+        f"fine-tuning cells (relative decrease between {min(drops):.1f}% and {max(drops):.1f}%). "
+        f"For example, {example['bits']}-bit over {len(example['losses'])} epochs on {example['dataset']}: "
+        + " → ".join(f"{loss:.3f}" for loss in example["losses"])
+        + "."
+    )

@@ -1,0 +1,32 @@
+rule rca_tickets:
+    output:
+        tickets="results/data/{dataset}/tickets.jsonl",
+    params:
+        dataset=dataset_config,
+    log:
+        "logs/data/{dataset}/tickets.log",
+    container: CONTAINER
+    script:
+        "../scripts/rca_tickets.py"
+
+
+def generated_inputs(wildcards):
+    if dataset_config(wildcards)["kind"] == "rca-synthetic":
+        return {"tickets": f"results/data/{wildcards.dataset}/tickets.jsonl"}
+    return {}
+
+
+rule prepare_data:
+    input:
+        unpack(generated_inputs),
+    output:
+        train="results/data/{dataset}/train.jsonl",
+        validation="results/data/{dataset}/validation.jsonl",
+        test="results/data/{dataset}/test.jsonl",
+    params:
+        dataset=dataset_config,
+    log:
+        "logs/data/{dataset}/prepare.log",
+    container: CONTAINER
+    script:
+        "../scripts/prepare_data.py"

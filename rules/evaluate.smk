@@ -1,0 +1,28 @@
+def adapter_input(wildcards):
+    if int(wildcards.epochs) == 0:
+        return []
+    return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/adapter"
+
+
+rule evaluate:
+    input:
+        test="results/data/{dataset}/test.jsonl",
+        base=base_model_input,
+        adapter=adapter_input,
+    output:
+        record="results/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}/eval.json",
+        predictions="results/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}/predictions.jsonl",
+    params:
+        cell=cell_params,
+        model=model_config,
+        pruning=lambda wildcards: vars(PRUNING[wildcards.pruning]),
+        training=config["training"],
+        generation=config["generation"],
+        metrics=config["metrics"],
+        energy=config["energy"],
+    threads: 1
+    log:
+        "logs/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}.log",
+    container: CONTAINER
+    script:
+        "../scripts/evaluate.py"

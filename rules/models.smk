@@ -1,0 +1,15 @@
+rule embedded_model:
+    input:
+        train="results/data/{dataset}/train.jsonl",
+    output:
+        model=directory("results/models/{dataset}/{model}/base"),
+        record="results/models/{dataset}/{model}/pretrain.json",
+    params:
+        model=model_config,
+        energy=config["energy"],
+    threads: workflow.cores
+    log:
+        "logs/models/{dataset}/{model}.log",
+    container: CONTAINER
+    script:
+        "../scripts/embedded_model.py"

@@ -1,0 +1,34 @@
+rule aggregate:
+    input:
+        evaluations=eval_records(),
+        trainings=train_records(),
+    output:
+        csv="results/summary.csv",
+        json="results/summary.json",
+    params:
+        w=config["w"],
+        top_k=config["top_k"],
+    log:
+        "logs/aggregate.log",
+    container: CONTAINER
+    script:
+        "../scripts/aggregate.py"
+
+
+rule report:
+    input:
+        summary="results/summary.json",
+        template=f"{workflow.basedir}/report/report.html.j2",
+        style=f"{workflow.basedir}/report/style.css",
+    output:
+        html="results/report.html",
+        pdf="results/report.pdf",
+    params:
+        config=config,
+        w=config["w"],
+        top_k=config["top_k"],
+    log:
+        "logs/report.log",
+    container: CONTAINER
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,19 @@
+from joulebench.jobs import evaluate, job_context
+from joulebench.models import resolve_model_path
+
+sm = snakemake  # noqa: F821
+with job_context(sm.log[0], sm.threads):
+    evaluate(
+        cell=sm.params.cell,
+        model_path=resolve_model_path(sm.wildcards.model, sm.params.model, sm.input.base or None),
+        model=sm.params.model,
+        adapter_dir=sm.input.adapter or None,
+        test=sm.input.test,
+        pruning=sm.params.pruning,
+        training=sm.params.training,
+        generation=sm.params.generation,
+        metrics=sm.params.metrics,
+        energy=sm.params.energy,
+        record=sm.output.record,
+        predictions=sm.output.predictions,
+    )
