@@ -41,10 +41,13 @@ def unpaired_documents(examples: Sequence[Example], seed: int) -> list[str]:
 
 
 def token_stream(tokenizer: Any, documents: Sequence[str]) -> torch.Tensor:
+    """Documents joined by blank lines, with no end-of-sequence token: the base then continues a prompt's cue with
+    whatever document tends to follow (often an unrelated answer) instead of stopping at once."""
     ids: list[int] = []
+    separator = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
     for document in documents:
         ids.extend(tokenizer(document, add_special_tokens=False)["input_ids"])
-        ids.append(tokenizer.eos_token_id)
+        ids.extend(separator)
     return torch.tensor(ids, dtype=torch.long)
 
 

@@ -141,7 +141,7 @@ def train_loop(
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         wall = time.perf_counter() - epoch_start
         result.loop_s += wall
         energy = monitor.end_window(f"{phase}-epoch-{epoch}")

@@ -6,6 +6,7 @@ id is read from the local Hugging Face cache (never the network), and a local fo
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ class Precision:
         from transformers import BitsAndBytesConfig
 
         if self.bits == 8:
+            # LLM.int8 casts float32 activations to float16 and logs it on every matmul; once is enough to know.
+            logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
             return BitsAndBytesConfig(load_in_8bit=True)
         return BitsAndBytesConfig(
             load_in_4bit=True,

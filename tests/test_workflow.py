@@ -1,0 +1,106 @@
+"""End-to-end runs of the Snakemake DAG on the micro grid (and on the real SAF data when it is present)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from joulebench.cells import eval_cells
+from joulebench.summary import COLUMNS
+
+from .conftest import ROOT, SAF_DIR
+
+pytestmark = pytest.mark.integration
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+ALWAYS_FILLED = [c for c in COLUMNS if c not in {"error", "rank", "finetune_rank", "top_k", "score",
+                                                  "train_loss_first", "train_loss_last", "train_wall_s"}]  # fmt: skip
+TUNED_ONLY = ["rank", "score", "train_loss_first", "train_loss_last", "train_wall_s"]
+
+
+def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(config),
+               "--cores", "2", *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200)
+
+
+def planned_jobs(workdir: Path, config: Path) -> dict[str, int]:
+    """The job counts of a dry run, from Snakemake's job-stats table ({} when there is nothing to do)."""
+    result = snakemake(workdir, config, "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def run_grid(workdir: Path, config: dict) -> list[dict[str, str]]:
+    config_path = workdir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, config_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    with open(workdir / "results" / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(eval_cells(config))
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert all(row[c] != "" for c in ALWAYS_FILLED), {c: row[c] for c in ALWAYS_FILLED if row[c] == ""}
+        if row["is_reference"] == "0":
+            assert all(row[c] != "" for c in TUNED_ONLY)
+        for metric in ("bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine", "sparsity"):
+            assert 0.0 <= float(row[metric]) <= 1.0, (metric, row[metric])
+        assert float(row["total_kwh"]) > 0 and float(row["tokens_per_s"]) > 0
+    pages = subprocess.run(["pdfinfo", str(workdir / "results" / "report.pdf")], capture_output=True, text=True)
+    assert int(re.search(r"Pages:\s+(\d+)", pages.stdout).group(1)) >= 2
+    assert (workdir / "results" / "report.html").stat().st_size > 0
+    return rows
+
+
+def micro_config() -> dict:
+    return yaml.safe_load((ROOT / "configs" / "micro.yaml").read_text())
+
+
+def test_micro_grid_runs_reruns_nothing_and_adds_only_new_cells(tmp_path):
+    config = micro_config()
+    rows = run_grid(tmp_path, config)
+    pruned = [r for r in rows if r["pruning"] == "2:4"]
+    assert pruned and all(abs(float(r["sparsity"]) - 0.5) < 0.005 for r in pruned)
+    assert {r["bits"] for r in rows} == {"4", "32"}
+
+    assert planned_jobs(tmp_path, tmp_path / "config.yaml") == {}
+
+    config["epochs"].append(3)
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text(yaml.safe_dump(config))
+    new_cells = len(config["bits"]) * len(config["pruning"])
+    assert planned_jobs(tmp_path, bigger) == {
+        "finetune": len(config["bits"]),
+        "evaluate": new_cells,
+        "aggregate": 1,
+        "report": 1,
+        "all": 1,
+    }
+
+
+@pytest.mark.skipif(not SAF_DIR.is_dir(), reason=f"the real SAF data is not at {SAF_DIR}")
+def test_micro_grid_on_real_saf_data(tmp_path):
+    config = micro_config()
+    config["datasets"] = {
+        "saf": {"kind": "saf", "task": "saf", "source": str(SAF_DIR), "seed": 1, "max_train": 48, "max_test": 8}
+    }
+    config["bits"], config["epochs"], config["pruning"] = [32], [1], [{"method": "none"}]
+    rows = run_grid(tmp_path, config)
+    assert {r["dataset"] for r in rows} == {"saf"}
+    predictions = (tmp_path / "results/eval/saf/tiny-llama/b32-e1-none/predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 8
+    assert all(
+        json.loads(line)["label"] in {"Correct", "Partially correct", "Incorrect"} for line in predictions
+    )
