@@ -129,4 +129,4 @@ def data_dir(dataset: str) -> str:
 
 
 def embedded_model_dir(dataset: str, model: str) -> str:
-    return f"{RESULTS}/models/{dataset}/{model}"
+    return f"{RESULTS}/models/{dataset}/{model}/base"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -108,7 +107,7 @@ def evaluate(
     from joulebench.energy import open_monitor
     from joulebench.evaluate import GenerationSettings, evaluate_cell
     from joulebench.finetune import TrainSettings
-    from joulebench.io import atomic_write_text
+    from joulebench.io import write_jsonl
     from joulebench.metrics import MetricSettings
     from joulebench.models import Precision
 
@@ -134,7 +133,7 @@ def evaluate(
         {"id": e.id, "label": e.label, "target": e.target, "prediction": p}
         for e, p in zip(examples, result.predictions, strict=True)
     ]
-    atomic_write_text(predictions, "".join(json.dumps(line) + "\n" for line in lines))
+    write_jsonl(predictions, lines)
     atomic_write_json(
         record,
         {

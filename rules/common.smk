@@ -38,8 +38,22 @@ def is_embedded(wildcards):
 def base_model_input(wildcards):
     """The built folder of an embedded model; nothing for a hub id or local folder (read at run time)."""
     if is_embedded(wildcards):
-        return grid.embedded_model_dir(wildcards.dataset, wildcards.model) + "/base"
+        return grid.embedded_model_dir(wildcards.dataset, wildcards.model)
     return []
+
+
+def generated_inputs(wildcards):
+    """The synthetic ticket file for a generated dataset; user files and SAF are read at run time."""
+    if dataset_config(wildcards)["kind"] == "rca-synthetic":
+        return {"tickets": f"results/data/{wildcards.dataset}/tickets.jsonl"}
+    return {}
+
+
+def adapter_input(wildcards):
+    """The fine-tuned adapter of an evaluated cell; none for the reference (epochs 0)."""
+    if int(wildcards.epochs) == 0:
+        return []
+    return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/adapter"
 
 
 def cell_params(wildcards):

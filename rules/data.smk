@@ -5,15 +5,12 @@ rule rca_tickets:
         dataset=dataset_config,
     log:
         "logs/data/{dataset}/tickets.log",
-    container: CONTAINER
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
     script:
         "../scripts/rca_tickets.py"
-
-
-def generated_inputs(wildcards):
-    if dataset_config(wildcards)["kind"] == "rca-synthetic":
-        return {"tickets": f"results/data/{wildcards.dataset}/tickets.jsonl"}
-    return {}
 
 
 rule prepare_data:
@@ -27,6 +24,9 @@ rule prepare_data:
         dataset=dataset_config,
     log:
         "logs/data/{dataset}/prepare.log",
-    container: CONTAINER
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
     script:
         "../scripts/prepare_data.py"

@@ -1,9 +1,3 @@
-def adapter_input(wildcards):
-    if int(wildcards.epochs) == 0:
-        return []
-    return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/adapter"
-
-
 rule evaluate:
     input:
         test="results/data/{dataset}/test.jsonl",
@@ -23,6 +17,9 @@ rule evaluate:
     threads: 1
     log:
         "logs/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}.log",
-    container: CONTAINER
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
     script:
         "../scripts/evaluate.py"

@@ -13,6 +13,9 @@ rule finetune:
     threads: 1
     log:
         "logs/finetune/{dataset}/{model}/b{bits}-e{epochs}.log",
-    container: CONTAINER
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
     script:
         "../scripts/finetune.py"

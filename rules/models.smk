@@ -10,6 +10,9 @@ rule embedded_model:
     threads: workflow.cores
     log:
         "logs/models/{dataset}/{model}.log",
-    container: CONTAINER
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
     script:
         "../scripts/embedded_model.py"

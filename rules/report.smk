@@ -10,7 +10,10 @@ rule aggregate:
         top_k=config["top_k"],
     log:
         "logs/aggregate.log",
-    container: CONTAINER
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
     script:
         "../scripts/aggregate.py"
 
@@ -29,6 +32,9 @@ rule report:
         top_k=config["top_k"],
     log:
         "logs/report.log",
-    container: CONTAINER
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
     script:
         "../scripts/report.py"

@@ -17,9 +17,9 @@ from joulebench.data import (
     prepare_splits,
     read_examples,
     write_examples,
-    write_jsonl,
 )
 from joulebench.data.rca import CATEGORIES, METADATA, TICKET_KEYS, generate_tickets, write_tickets
+from joulebench.io import write_jsonl
 from joulebench.prompts import TEMPLATES, format_prompt, format_target
 
 SAF_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/saf/hf_v3_equivalent"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from joulebench.io import write_jsonl
 from joulebench.registry import Registry
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -85,21 +85,6 @@ def check_unique_ids(splits: Splits) -> None:
                 where = f"twice in {name}" if first == name else f"in {first} and in {name}"
                 raise DatasetError(f"example id {example.id!r} occurs {where}")
             seen[example.id] = name
-
-
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict]) -> None:
-    """Write one JSON object a line; readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from joulebench.data import DATASET_KINDS, DatasetError, Splits, write_jsonl
+from joulebench.data import DATASET_KINDS, DatasetError, Splits
 from joulebench.data.tickets import read_tickets, split_tickets
+from joulebench.io import write_jsonl
 
 TICKET_KEYS = ("ticket_id", "category", "error_codes", "symptoms", "logs", "metadata", "cause", "resolution")
 METADATA = "device={device} vendor={vendor} site={site} severity={severity} opened={opened}"
