@@ -56,6 +56,7 @@ class EpochRecord:
     loss: float
     steps: int
     wall_s: float
+    peak_mem_mb: float
     energy: dict[str, Any]
 
 
@@ -121,12 +122,12 @@ def train_loop(
     """Train for `epochs`, each epoch its own energy window nested in the phase window."""
     result = TrainResult()
     target_device = next(model.parameters()).device
-    memory.reset_peak()
     started = time.perf_counter()
     monitor.begin_window(phase)
     model.train()
     for epoch in range(1, epochs + 1):
         monitor.begin_window(f"{phase}-epoch-{epoch}")
+        memory.reset_peak()
         epoch_start = time.perf_counter()
         losses: list[float] = []
         bar = tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"{phase} epoch {epoch}/{epochs}", mininterval=2)
@@ -145,11 +146,12 @@ def train_loop(
         wall = time.perf_counter() - epoch_start
         result.loop_s += wall
         energy = monitor.end_window(f"{phase}-epoch-{epoch}")
-        result.epochs.append(EpochRecord(epoch, sum(losses) / len(losses), len(losses), wall, energy.to_dict()))
+        peak, result.peak_mem_kind = memory.peak_mb()
+        result.peak_mem_mb = max(result.peak_mem_mb, peak)
+        result.epochs.append(EpochRecord(epoch, sum(losses) / len(losses), len(losses), wall, peak, energy.to_dict()))
     phase_energy: WindowEnergy = monitor.end_window(phase)
     result.energy = phase_energy.to_dict()
     result.wall_s = time.perf_counter() - started
-    result.peak_mem_mb, result.peak_mem_kind = memory.peak_mb()
     return result
 
 

@@ -15,3 +15,39 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+class FakeMeter:
+    """Replays a fixed sequence of cumulative readings."""
+
+    def __init__(self, readings):
+        self.readings = list(readings)
+        self.sources = {"cpu": "fake", "gpu": "none", "ram": "fake"}
+        self.tracking_mode = "machine"
+        self.carbon_kg_per_kwh = 0.5
+        self.started = self.stopped = False
+
+    def start(self):
+        self.started = True
+
+    def read(self):
+        return self.readings.pop(0)
+
+    def stop(self):
+        self.stopped = True
+
+
+class CountingMeter(FakeMeter):
+    """A meter whose counters advance by a fixed amount on every reading, for code that reads it many times."""
+
+    def __init__(self, step_kwh: float = 1e-6):
+        super().__init__([])
+        self.step_kwh = step_kwh
+        self.count = 0
+
+    def read(self):
+        from joulebench.energy import Reading
+
+        self.count += 1
+        value = self.count * self.step_kwh
+        return Reading(float(self.count), value, 0.0, value)

@@ -4,25 +4,7 @@ import pytest
 
 from joulebench.energy import EnergyMonitor, Reading
 
-
-class FakeMeter:
-    """Replays a fixed sequence of cumulative readings."""
-
-    def __init__(self, readings):
-        self.readings = list(readings)
-        self.sources = {"cpu": "fake", "gpu": "none", "ram": "fake"}
-        self.tracking_mode = "machine"
-        self.carbon_kg_per_kwh = 0.5
-        self.started = self.stopped = False
-
-    def start(self):
-        self.started = True
-
-    def read(self):
-        return self.readings.pop(0)
-
-    def stop(self):
-        self.stopped = True
+from .conftest import FakeMeter
 
 
 def test_windows_nest_and_subtract_cumulative_counters():

@@ -1,0 +1,117 @@
+"""The embedded model, loading by local path and by hub id from the cache, precisions, fine-tuning, evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from joulebench.cells import Pruning
+from joulebench.data.rca import generate_tickets
+from joulebench.data.tickets import ticket_example
+from joulebench.embedded import PretrainSettings, build_embedded_model
+from joulebench.energy import EnergyMonitor
+from joulebench.evaluate import GenerationSettings, evaluate_cell
+from joulebench.finetune import TrainSettings, finetune
+from joulebench.metrics import MetricSettings
+from joulebench.models import Precision, load_model, model_size_bytes, resolve_model_path
+
+from .conftest import CountingMeter
+
+ARCHITECTURE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
+                    num_key_value_heads=1, vocab_size=512, max_position_embeddings=256)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def examples():
+    return [ticket_example({**t, "id": t["ticket_id"]}) for t in generate_tickets(40, seed=3)]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, examples) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "base"
+    with EnergyMonitor(CountingMeter()) as monitor:
+        result = build_embedded_model(examples, ARCHITECTURE, PretrainSettings(steps=30, batch_size=8, seq_len=64),
+                                      monitor, out)  # fmt: skip
+    assert len(result.epochs) == 1 and result.energy["total_kwh"] > 0
+    return out
+
+
+def test_embedded_model_is_a_hugging_face_folder(tiny_model):
+    assert (tiny_model / "config.json").is_file() and (tiny_model / "tokenizer.json").is_file()
+    config = json.loads((tiny_model / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["hidden_size"] % 64 == 0
+    assert resolve_model_path("tiny", {"source": "path", "id": str(tiny_model)}, None) == str(tiny_model)
+
+
+def test_missing_local_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="models.m.id"):
+        resolve_model_path("m", {"source": "path", "id": str(tmp_path / "absent")}, None)
+
+
+def test_a_hub_id_loads_from_the_local_cache_offline(tiny_model, tmp_path):
+    """Lay the model out as the Hugging Face cache does and load it by hub id with the network forbidden."""
+    revision = "0" * 40
+    repo = tmp_path / "hub" / "models--joulebench--tiny-llama"
+    shutil.copytree(tiny_model, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    code = (
+        "from joulebench.models import Precision, load_model, load_tokenizer, resolve_model_path\n"
+        "path = resolve_model_path('t', {'source': 'hub', 'id': 'joulebench/tiny-llama'}, None)\n"
+        "model = load_model(path, Precision(32)); tokenizer = load_tokenizer(path)\n"
+        "print(type(model).__name__, len(tokenizer))\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("LlamaForCausalLM")
+
+
+def test_sizes_shrink_with_bits(tiny_model):
+    sizes = {bits: model_size_bytes(load_model(str(tiny_model), Precision(bits))) for bits in (4, 8, 16, 32)}
+    assert sizes[4] < sizes[8] < sizes[16] < sizes[32]
+    assert sizes[16] == pytest.approx(sizes[32] / 2, rel=0.01)
+
+
+@pytest.mark.parametrize("bits", [4, 8, 16, 32])
+def test_finetuning_lowers_the_loss_and_saves_an_adapter(tiny_model, examples, bits, tmp_path):
+    settings = TrainSettings(batch_size=8, lr=3e-3, max_prompt_tokens=96, max_target_tokens=48,
+                             lora_targets=("q_proj", "v_proj"))  # fmt: skip
+    with EnergyMonitor(CountingMeter()) as monitor:
+        result = finetune(str(tiny_model), examples[:24], Precision(bits), settings, 3, monitor, tmp_path / "adapter")
+    losses = [epoch.loss for epoch in result.epochs]
+    assert losses[-1] < losses[0], losses
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert all(epoch.energy["total_kwh"] > 0 and epoch.peak_mem_mb > 0 for epoch in result.epochs)
+    assert result.energy["total_kwh"] >= sum(epoch.energy["total_kwh"] for epoch in result.epochs)
+
+
+def test_evaluating_a_pruned_4bit_cell(tiny_model, examples):
+    with EnergyMonitor(CountingMeter()) as monitor:
+        result = evaluate_cell(
+            str(tiny_model), None, Precision(4), Pruning("nm", n=2, m=4), examples[:4],
+            GenerationSettings(batch_size=4, max_new_tokens=8), TrainSettings(max_prompt_tokens=96),
+            MetricSettings(), monitor,
+        )  # fmt: skip
+    assert len(result.predictions) == 4
+    assert result.prune["achieved"] == pytest.approx(0.5, abs=0.005)
+    assert 0 < result.generated_tokens <= 4 * 8 and result.tokens_per_s > 0
+    assert set(result.quality) >= {"bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine"}
+    assert result.energy["total_kwh"] > 0 and result.model_size_mb > 0
+
+
+def test_precision_settings():
+    assert Precision(32).torch_dtype == torch.float32 and Precision(32).quantization_config() is None
+    assert Precision(16).torch_dtype == torch.bfloat16
+    assert Precision(8).quantization_config().load_in_8bit
+    four = Precision(4).quantization_config()
+    assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4"
+    with pytest.raises(ValueError):
+        Precision.from_config(12, {})
