@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -119,7 +121,17 @@ def figure_to_svg(fig: Figure) -> str:
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata=_NO_METADATA)
     text = buffer.getvalue()
-    return text[text.index("<svg"):].strip() + "\n"
+    return unique_ids(text[text.index("<svg") :].strip() + "\n")
+
+
+_ID_REFERENCE = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')
+
+
+def unique_ids(svg: str) -> str:
+    """Prefix every id and reference with a digest of the chart: matplotlib reuses ids such as glyph names, and
+    several inline SVGs in one HTML page must not define the same id twice."""
+    prefix = "c" + hashlib.sha1(svg.encode()).hexdigest()[:8] + "-"
+    return _ID_REFERENCE.sub(lambda m: m.group(1) + prefix + m.group(2), svg)
 
 
 def _render(size: tuple[float, float], draw: Any, *args: Any) -> str:

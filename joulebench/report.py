@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +15,13 @@ from weasyprint import HTML
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from joulebench import charts
+from joulebench.io import atomic_write_bytes, atomic_write_text
+from joulebench.summary import COLUMNS
 
 TEMPLATE_NAME = "report.html.j2"
 STYLESHEET_NAME = "style.css"
 MAX_ERROR_CHARS = 800
 
-SUMMARY_COLUMNS = (
-    "dataset", "model", "bits", "epochs", "pruning", "status", "is_reference", "train_kwh", "infer_kwh",
-    "cpu_kwh", "gpu_kwh", "ram_kwh", "total_kwh", "emissions_kg", "bleu", "rouge1", "rouge2", "rougeL",
-    "meteor", "bertscore_f1", "cosine", "tokens_per_s", "latency_s", "peak_mem_mb", "model_size_mb",
-    "sparsity", "phi", "rho", "score", "rank", "energy_source", "tracking_mode", "train_loss_first",
-    "train_loss_last", "error",
-)
 RUN_DATE_KEYS = ("run_date", "run date", "date", "run_started")
 # C0 controls other than tab/newline/CR are invalid in XML and mean nothing in a report.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -122,7 +115,7 @@ FILTERS: dict[str, Callable[..., str]] = {
 
 def normalise_row(row: Mapping[str, Any]) -> dict[str, str]:
     """Every known column present, None as '', and the extra fields the template needs."""
-    clean = {key: _text(row.get(key)) for key in SUMMARY_COLUMNS}
+    clean = {key: _text(row.get(key)) for key in COLUMNS}
     clean.update({key: _text(value) for key, value in row.items() if key not in clean})
     return clean
 
@@ -279,23 +272,7 @@ def html_to_pdf(html: str) -> bytes:
         raise ReportFetchError(f"the report tried to fetch an external resource: {exc}") from exc
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file next to `path`, then os.replace it (no half-written reports)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_report(inputs: ReportInputs, template_dir: Path, out_html: Path, out_pdf: Path) -> None:
     html = render_html(inputs, template_dir)
-    write_atomic(Path(out_html), html.encode("utf-8"))
-    write_atomic(Path(out_pdf), html_to_pdf(html))
+    atomic_write_text(out_html, html)
+    atomic_write_bytes(out_pdf, html_to_pdf(html))
