@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SAF_DIR = ROOT.parent / "shared" / "data" / "saf" / "hf_v3_equivalent"
+# The real SAF splits sit in ../shared beside the checkout; JOULEBENCH_SAF_DIR points elsewhere.
+SAF_DIR = Path(os.environ.get("JOULEBENCH_SAF_DIR", ROOT.parent / "shared" / "data" / "saf" / "hf_v3_equivalent"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

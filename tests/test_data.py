@@ -22,7 +22,8 @@ from joulebench.data.rca import CATEGORIES, METADATA, TICKET_KEYS, generate_tick
 from joulebench.io import write_jsonl
 from joulebench.prompts import TEMPLATES, format_prompt, format_target
 
-SAF_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/saf/hf_v3_equivalent"
+from .conftest import SAF_DIR
+
 SAF_ROW = {
     "question": "What is a MAC address?",
     "reference_answer": "A hardware address of a network interface.",
