@@ -60,8 +60,8 @@ def build_model(model: dict[str, Any], train: str, energy: dict[str, Any], out_d
 
 def finetune(
     cell: dict[str, Any],
-    model_path: str,
     model: dict[str, Any],
+    built_model: str | None,
     train: str,
     training: dict[str, Any],
     energy: dict[str, Any],
@@ -71,12 +71,12 @@ def finetune(
     from joulebench.data import read_examples
     from joulebench.energy import open_monitor
     from joulebench.finetune import TrainSettings, finetune
-    from joulebench.models import Precision
+    from joulebench.models import Precision, resolve_model_path
 
     precision = Precision.from_config(int(cell["bits"]), training)
     with open_monitor(energy) as monitor:
         result = finetune(
-            model_path,
+            resolve_model_path(cell["model"], model, built_model),
             read_examples(Path(train)),
             precision,
             TrainSettings.from_config(training),
@@ -90,8 +90,8 @@ def finetune(
 
 def evaluate(
     cell: dict[str, Any],
-    model_path: str,
     model: dict[str, Any],
+    built_model: str | None,
     adapter_dir: str | None,
     test: str,
     pruning: dict[str, Any],
@@ -109,13 +109,13 @@ def evaluate(
     from joulebench.finetune import TrainSettings
     from joulebench.io import write_jsonl
     from joulebench.metrics import MetricSettings
-    from joulebench.models import Precision
+    from joulebench.models import Precision, resolve_model_path
 
     examples = read_examples(Path(test))
     setting = Pruning.from_config(pruning)
     with open_monitor(energy) as monitor:
         result = evaluate_cell(
-            model_path,
+            resolve_model_path(cell["model"], model, built_model),
             Path(adapter_dir) if adapter_dir else None,
             Precision.from_config(int(cell["bits"]), training),
             setting,

@@ -1,12 +1,11 @@
 from joulebench.jobs import evaluate, job_context
-from joulebench.models import resolve_model_path
 
 sm = snakemake  # noqa: F821
 with job_context(sm.log[0], sm.threads):
     evaluate(
         cell=sm.params.cell,
-        model_path=resolve_model_path(sm.wildcards.model, sm.params.model, sm.input.base or None),
         model=sm.params.model,
+        built_model=sm.input.base or None,
         adapter_dir=sm.input.adapter or None,
         test=sm.input.test,
         pruning=sm.params.pruning,
