@@ -19,11 +19,12 @@ from tqdm import tqdm
 from joulebench import memory
 from joulebench.cells import Pruning
 from joulebench.data import Example
-from joulebench.energy import EnergyMonitor
+from joulebench.energy import EnergyMonitor, EnergySettings
 from joulebench.finetune import TrainSettings
 from joulebench.metrics import MetricSettings, compute_quality
 from joulebench.models import Precision, load_model, load_tokenizer, model_size_bytes
 from joulebench.prune import PruneReport, prune_model
+from joulebench.stats import joules_per_token, spread, wh_per_1k_queries
 
 
 @dataclass(frozen=True)
@@ -49,18 +50,38 @@ class GenerationResult:
 
 
 @dataclass
+class TimedRepeat:
+    """One timed pass over the test prompts with the number of generated tokens pinned."""
+
+    energy: dict[str, Any]
+    generation_s: float
+    tokens: int
+    queries: int
+
+    @property
+    def j_per_token(self) -> float:
+        return joules_per_token(self.energy["total_kwh"], self.tokens)
+
+
+@dataclass
 class EvalResult:
     quality: dict[str, float]
-    tokens_per_s: float
-    latency_s: float
-    generated_tokens: int
-    generation_s: float
+    tokens_per_s: dict[str, Any]
+    latency_s: dict[str, Any]
+    infer_kwh: dict[str, Any]
+    infer_net_kwh: dict[str, Any]
+    j_per_token: dict[str, Any]
+    wh_per_1k_queries: float
+    tokens_per_repeat: int
+    quality_tokens: int
     peak_mem_mb: float
     peak_mem_kind: str
     model_size_mb: float
     prune: dict[str, Any]
     energy: dict[str, Any]
     prepare_energy: dict[str, Any]
+    idle: dict[str, Any]
+    repeats: list[dict[str, Any]]
     metrics_s: float
     predictions: list[str] = field(repr=False, default_factory=list)
 
@@ -72,9 +93,15 @@ class EvalResult:
 
 @torch.no_grad()
 def generate(
-    model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings, max_prompt_tokens: int
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    settings: GenerationSettings,
+    max_prompt_tokens: int,
+    pin_tokens: bool = False,
 ) -> GenerationResult:
-    """Greedy, batched, left-padded generation; only the time inside `generate` is counted."""
+    """Greedy, batched, left-padded generation; only the time inside `generate` is counted. With `pin_tokens` every
+    sequence generates exactly `max_new_tokens` (end-of-sequence suppressed), so timed repeats do equal work."""
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
     model.eval()
@@ -92,6 +119,7 @@ def generate(
         output = model.generate(
             **encoded,
             max_new_tokens=settings.max_new_tokens,
+            min_new_tokens=settings.max_new_tokens if pin_tokens else None,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -102,7 +130,7 @@ def generate(
         generated = output[:, encoded["input_ids"].shape[1] :]
         for row in generated:
             tokens = row.tolist()
-            if tokenizer.eos_token_id in tokens:
+            if not pin_tokens and tokenizer.eos_token_id in tokens:
                 tokens = tokens[: tokens.index(tokenizer.eos_token_id) + 1]
             new_tokens += len(tokens)
             predictions.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
@@ -138,6 +166,24 @@ def prepare_model(
         return load_model(tmp, precision, trust_remote_code), report
 
 
+def timed_repeats(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    generation: GenerationSettings,
+    max_prompt_tokens: int,
+    monitor: EnergyMonitor,
+    repeats: int,
+) -> list[TimedRepeat]:
+    """`repeats` energy windows of one pass each over the prompts, tokens pinned."""
+    results = []
+    for index in range(1, repeats + 1):
+        with monitor.window(f"inference-{index}") as window:
+            run = generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True)
+        results.append(TimedRepeat(window["energy"].to_dict(), run.wall_s, run.new_tokens, len(prompts)))
+    return results
+
+
 def evaluate_cell(
     model_path: str,
     adapter_dir: Path | None,
@@ -148,32 +194,46 @@ def evaluate_cell(
     training: TrainSettings,
     metric_settings: MetricSettings,
     monitor: EnergyMonitor,
+    measurement: EnergySettings,
     trust_remote_code: bool = False,
 ) -> EvalResult:
+    """Quality from one ordinary greedy pass; energy, latency and throughput from pinned, repeated windows."""
     tokenizer = load_tokenizer(model_path, trust_remote_code)
+    prompts = [e.prompt for e in test]
     with monitor.window("prepare") as prepared:
         model, prune_report = prepare_model(model_path, adapter_dir, precision, pruning, trust_remote_code)
     memory.reset_peak()
+    answers = generate(model, tokenizer, prompts, generation, training.max_prompt_tokens)
+    for _ in range(measurement.warmup):
+        generate(model, tokenizer, prompts, generation, training.max_prompt_tokens, pin_tokens=True)
     with monitor.window("inference") as inference:
-        result = generate(model, tokenizer, [e.prompt for e in test], generation, training.max_prompt_tokens)
+        repeats = timed_repeats(
+            model, tokenizer, prompts, generation, training.max_prompt_tokens, monitor, measurement.repeats
+        )
     peak, peak_kind = memory.peak_mb()
     size_mb = model_size_bytes(model) / 2**20
     del model
     began = time.perf_counter()
-    quality = compute_quality(result.predictions, [e.target for e in test], settings=metric_settings)
+    quality = compute_quality(answers.predictions, [e.target for e in test], settings=metric_settings)
+    infer_kwh = spread([r.energy["total_kwh"] for r in repeats])
     return EvalResult(
         quality=quality,
-        tokens_per_s=result.tokens_per_s,
-        latency_s=result.wall_s / len(test),
-        generated_tokens=result.new_tokens,
-        generation_s=result.wall_s,
+        tokens_per_s=spread([r.tokens / r.generation_s for r in repeats]).to_dict(),
+        latency_s=spread([r.generation_s / r.queries for r in repeats]).to_dict(),
+        infer_kwh=infer_kwh.to_dict(),
+        infer_net_kwh=spread([r.energy["net_kwh"] for r in repeats]).to_dict(),
+        j_per_token=spread([r.j_per_token for r in repeats]).to_dict(),
+        wh_per_1k_queries=wh_per_1k_queries(infer_kwh.mean, len(prompts)),
+        tokens_per_repeat=repeats[0].tokens,
+        quality_tokens=answers.new_tokens,
         peak_mem_mb=peak,
         peak_mem_kind=peak_kind,
         model_size_mb=size_mb,
         prune=prune_report.to_dict(),
         energy=inference["energy"].to_dict(),
         prepare_energy=prepared["energy"].to_dict(),
+        idle=asdict(monitor.idle) if monitor.idle else {},
+        repeats=[asdict(r) for r in repeats],
         metrics_s=time.perf_counter() - began,
-        predictions=result.predictions,
+        predictions=answers.predictions,
     )
-

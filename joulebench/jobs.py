@@ -45,9 +45,9 @@ def prepare_data(dataset: dict[str, Any], inputs: dict[str, str], out_dir: str) 
 def build_model(model: dict[str, Any], train: str, energy: dict[str, Any], out_dir: str, record: str) -> None:
     from joulebench.data import read_examples
     from joulebench.embedded import PretrainSettings, build_embedded_model
-    from joulebench.energy import open_monitor
+    from joulebench.energy import measured
 
-    with open_monitor(energy) as monitor:
+    with measured(energy) as monitor:
         result = build_embedded_model(
             read_examples(Path(train)),
             model["architecture"],
@@ -55,7 +55,8 @@ def build_model(model: dict[str, Any], train: str, energy: dict[str, Any], out_d
             monitor,
             Path(out_dir),
         )
-    atomic_write_json(record, {"status": "ok", "result": result.to_dict()})
+        details = provenance(monitor, energy)
+    atomic_write_json(record, {"status": "ok", "result": result.to_dict(), "provenance": details})
 
 
 def finetune(
@@ -69,12 +70,12 @@ def finetune(
     record: str,
 ) -> None:
     from joulebench.data import read_examples
-    from joulebench.energy import open_monitor
+    from joulebench.energy import measured
     from joulebench.finetune import TrainSettings, finetune
     from joulebench.models import Precision, resolve_model_path
 
     precision = Precision.from_config(int(cell["bits"]), training)
-    with open_monitor(energy) as monitor:
+    with measured(energy) as monitor:
         result = finetune(
             resolve_model_path(cell["model"], model, built_model),
             read_examples(Path(train)),
@@ -85,7 +86,8 @@ def finetune(
             Path(adapter_dir),
             bool(model.get("trust_remote_code", False)),
         )
-    atomic_write_json(record, {"cell": cell, "status": "ok", "result": result.to_dict(), "provenance": provenance()})
+        details = provenance(monitor, energy)
+    atomic_write_json(record, {"cell": cell, "status": "ok", "result": result.to_dict(), "provenance": details})
 
 
 def evaluate(
@@ -104,7 +106,7 @@ def evaluate(
 ) -> None:
     from joulebench.cells import Pruning
     from joulebench.data import read_examples
-    from joulebench.energy import open_monitor
+    from joulebench.energy import EnergySettings, measured
     from joulebench.evaluate import GenerationSettings, evaluate_cell
     from joulebench.finetune import TrainSettings
     from joulebench.io import write_jsonl
@@ -113,7 +115,7 @@ def evaluate(
 
     examples = read_examples(Path(test))
     setting = Pruning.from_config(pruning)
-    with open_monitor(energy) as monitor:
+    with measured(energy) as monitor:
         result = evaluate_cell(
             resolve_model_path(cell["model"], model, built_model),
             Path(adapter_dir) if adapter_dir else None,
@@ -127,8 +129,10 @@ def evaluate(
                 bertscore_layers=int(metrics.get("bertscore_layers", 6)),
             ),
             monitor,
+            EnergySettings.from_config(energy),
             bool(model.get("trust_remote_code", False)),
         )
+        details = provenance(monitor, energy)
     lines = [
         {"id": e.id, "label": e.label, "target": e.target, "prediction": p}
         for e, p in zip(examples, result.predictions, strict=True)
@@ -140,12 +144,20 @@ def evaluate(
             "cell": {**cell, "pruning_label": setting.label},
             "status": "ok",
             "result": result.to_dict(),
-            "provenance": provenance(),
+            "provenance": details,
         },
     )
 
 
-def provenance() -> dict[str, str]:
+def provenance(monitor: Any, energy: dict[str, Any]) -> dict[str, Any]:
+    """Hardware, software and how the energy was measured, for one job."""
+    from joulebench.energy import EnergySettings
+    from joulebench.energy.core import provenance as measurement
+
+    return {**software_and_hardware(), "measurement": measurement(monitor, EnergySettings.from_config(energy))}
+
+
+def software_and_hardware() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -216,7 +228,8 @@ def report(summary: str, config: dict[str, Any], template_dir: str, out_html: st
 
     data = load_json(Path(summary))
     rows = [{key: "" if value is None else str(value) for key, value in row.items()} for row in data["rows"]]
-    details = {**provenance(), "run date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    run_date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    details = {**software_and_hardware(), "run date": run_date}
     inputs = ReportInputs(
         rows=rows,
         training=data["training"],

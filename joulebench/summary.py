@@ -15,7 +15,9 @@ COLUMNS = [
     "dataset", "model", "bits", "epochs", "pruning", "status", "is_reference",
     "train_kwh", "prepare_kwh", "infer_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "total_kwh", "emissions_kg",
     "bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine",
-    "tokens_per_s", "latency_s", "peak_mem_mb", "model_size_mb", "sparsity",
+    "cpu_source", "gpu_source", "ram_source", "idle_w", "gross_kwh", "net_kwh",
+    "infer_kwh_ci95", "infer_j_per_token", "infer_j_per_token_ci95", "wh_per_1k_queries", "repeats", "energy_cv",
+    "tokens_per_s", "tokens_per_s_ci95", "latency_s", "latency_s_ci95", "peak_mem_mb", "model_size_mb", "sparsity",
     "phi", "rho", "score", "rank", "finetune_rank", "top_k",
     "train_loss_first", "train_loss_last", "train_wall_s", "generated_tokens",
     "energy_source", "tracking_mode", "peak_mem_kind", "error",
@@ -38,27 +40,46 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
     if row["status"] != "ok":
         return row
     result = evaluation["result"]
-    windows = [result["prepare_energy"], result["energy"]]
+    repeats = result["infer_kwh"]["n"]
+    # The inference window spans the timed repeats exactly: per pass over the test set is the window / repeats.
+    per_pass = {key: result["energy"][key] / repeats for key in ("cpu_kwh", "gpu_kwh", "ram_kwh", "emissions_kg")}
+    windows = [result["prepare_energy"], per_pass]
     row["train_kwh"] = 0.0
+    net = result["prepare_energy"]["net_kwh"] + result["infer_net_kwh"]["mean"]
     if training is not None:
         train = training["result"]
         windows.append(train["energy"])
         row["train_kwh"] = train["energy"]["total_kwh"]
+        net += train["energy"]["net_kwh"]
         losses = [epoch["loss"] for epoch in train["epochs"]]
         row.update(train_loss_first=losses[0], train_loss_last=losses[-1], train_wall_s=train["wall_s"])
     row["prepare_kwh"] = result["prepare_energy"]["total_kwh"]
-    row["infer_kwh"] = result["energy"]["total_kwh"]
-    for component in ("cpu", "gpu", "ram", "total"):
+    row["infer_kwh"] = result["infer_kwh"]["mean"]
+    for component in ("cpu", "gpu", "ram"):
         row[f"{component}_kwh"] = sum(window[f"{component}_kwh"] for window in windows)
+    row["total_kwh"] = row["gross_kwh"] = row["cpu_kwh"] + row["gpu_kwh"] + row["ram_kwh"]
+    row["net_kwh"] = net
     row["emissions_kg"] = sum(window["emissions_kg"] for window in windows)
     row.update(result["quality"])
     row["rho"] = rho(result["quality"])
-    for key in ("tokens_per_s", "latency_s", "peak_mem_mb", "model_size_mb", "generated_tokens", "peak_mem_kind"):
-        row[key] = result[key]
-    row["sparsity"] = result["prune"]["achieved"]
     sources = result["energy"]["sources"]
-    row["energy_source"] = "; ".join(f"{component}={sources.get(component, '')}" for component in ("cpu", "gpu", "ram"))
+    for component in ("cpu", "gpu", "ram"):
+        row[f"{component}_source"] = sources.get(component, "")
+    row["energy_source"] = "; ".join(f"{c}={sources.get(c, '')}" for c in ("cpu", "gpu", "ram"))
     row["tracking_mode"] = result["energy"]["tracking_mode"]
+    row["idle_w"] = sum(result["idle"].get("watts", {}).values())
+    row["infer_kwh_ci95"] = result["infer_kwh"]["ci95"]
+    row["energy_cv"] = result["infer_kwh"]["cv"]
+    row["repeats"] = repeats
+    row["infer_j_per_token"] = result["j_per_token"]["mean"]
+    row["infer_j_per_token_ci95"] = result["j_per_token"]["ci95"]
+    row["wh_per_1k_queries"] = result["wh_per_1k_queries"]
+    for key in ("tokens_per_s", "latency_s"):
+        row[key], row[f"{key}_ci95"] = result[key]["mean"], result[key]["ci95"]
+    for key in ("peak_mem_mb", "model_size_mb", "peak_mem_kind"):
+        row[key] = result[key]
+    row["generated_tokens"] = result["tokens_per_repeat"]
+    row["sparsity"] = result["prune"]["achieved"]
     return row
 
 

@@ -13,6 +13,8 @@ PRUNING = grid.pruning_settings(config)
 FINETUNE_CELLS = grid.finetune_cells(config)
 EVAL_CELLS = grid.eval_cells(config)
 CONTAINER = config.get("container", None)
+# Jobs with energy windows claim the one `energy_window` slot (profiles set the limit to 1) unless overlap is allowed.
+ENERGY_WINDOW = 0 if config["energy"].get("allow_overlap", False) else 1
 
 
 wildcard_constraints:

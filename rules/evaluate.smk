@@ -15,6 +15,8 @@ rule evaluate:
         metrics=config["metrics"],
         energy=config["energy"],
     threads: 1
+    resources:
+        energy_window=ENERGY_WINDOW,
     log:
         "logs/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}.log",
     conda:

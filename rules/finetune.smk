@@ -11,6 +11,8 @@ rule finetune:
         training=config["training"],
         energy=config["energy"],
     threads: 1
+    resources:
+        energy_window=ENERGY_WINDOW,
     log:
         "logs/finetune/{dataset}/{model}/b{bits}-e{epochs}.log",
     conda:

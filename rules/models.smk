@@ -8,6 +8,8 @@ rule embedded_model:
         model=model_config,
         energy=config["energy"],
     threads: workflow.cores
+    resources:
+        energy_window=ENERGY_WINDOW,
     log:
         "logs/models/{dataset}/{model}.log",
     conda:

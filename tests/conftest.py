@@ -19,20 +19,23 @@ def root() -> Path:
 
 
 class FakeMeter:
-    """Replays a fixed sequence of cumulative readings."""
+    """Replays a fixed sequence of cumulative readings: tuples (time, cpu, gpu, ram) in kWh."""
 
-    def __init__(self, readings):
+    name = "fake"
+
+    def __init__(self, readings, sources=None):
         self.readings = list(readings)
-        self.sources = {"cpu": "fake", "gpu": "none", "ram": "fake"}
-        self.tracking_mode = "machine"
-        self.carbon_kg_per_kwh = 0.5
+        self.sources = sources or {"cpu": "fake", "gpu": "fake", "ram": "fake"}
         self.started = self.stopped = False
 
     def start(self):
         self.started = True
 
     def read(self):
-        return self.readings.pop(0)
+        from joulebench.energy import Reading
+
+        time_s, cpu, gpu, ram = self.readings.pop(0)
+        return Reading(time_s, {"cpu": cpu, "gpu": gpu, "ram": ram})
 
     def stop(self):
         self.stopped = True
@@ -51,4 +54,10 @@ class CountingMeter(FakeMeter):
 
         self.count += 1
         value = self.count * self.step_kwh
-        return Reading(float(self.count), value, 0.0, value)
+        return Reading(float(self.count), {"cpu": value, "gpu": 0.0, "ram": value})
+
+
+def fake_monitor(meter, carbon_kg_per_kwh: float = 0.5, pue: float = 1.0):
+    from joulebench.energy import EnergyMonitor
+
+    return EnergyMonitor([meter], carbon_kg_per_kwh, pue, "machine", sleep=lambda seconds: None)

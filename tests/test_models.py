@@ -16,13 +16,13 @@ from joulebench.cells import Pruning
 from joulebench.data.rca import generate_tickets
 from joulebench.data.tickets import ticket_example
 from joulebench.embedded import PretrainSettings, build_embedded_model
-from joulebench.energy import EnergyMonitor
+from joulebench.energy import EnergySettings
 from joulebench.evaluate import GenerationSettings, evaluate_cell
 from joulebench.finetune import TrainSettings, finetune
 from joulebench.metrics import MetricSettings
 from joulebench.models import Precision, load_model, model_size_bytes, resolve_model_path
 
-from .conftest import CountingMeter
+from .conftest import CountingMeter, fake_monitor
 
 ARCHITECTURE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
                     num_key_value_heads=1, vocab_size=512, max_position_embeddings=256)  # fmt: skip
@@ -36,7 +36,7 @@ def examples():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, examples) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "base"
-    with EnergyMonitor(CountingMeter()) as monitor:
+    with fake_monitor(CountingMeter()) as monitor:
         result = build_embedded_model(examples, ARCHITECTURE, PretrainSettings(steps=30, batch_size=8, seq_len=64),
                                       monitor, out)  # fmt: skip
     assert len(result.epochs) == 1 and result.energy["total_kwh"] > 0
@@ -84,7 +84,7 @@ def test_sizes_shrink_with_bits(tiny_model):
 def test_finetuning_lowers_the_loss_and_saves_an_adapter(tiny_model, examples, bits, tmp_path):
     settings = TrainSettings(batch_size=8, lr=3e-3, max_prompt_tokens=96, max_target_tokens=48,
                              lora_targets=("q_proj", "v_proj"))  # fmt: skip
-    with EnergyMonitor(CountingMeter()) as monitor:
+    with fake_monitor(CountingMeter()) as monitor:
         result = finetune(str(tiny_model), examples[:24], Precision(bits), settings, 3, monitor, tmp_path / "adapter")
     losses = [epoch.loss for epoch in result.epochs]
     assert losses[-1] < losses[0], losses
@@ -94,15 +94,20 @@ def test_finetuning_lowers_the_loss_and_saves_an_adapter(tiny_model, examples, b
 
 
 def test_evaluating_a_pruned_4bit_cell(tiny_model, examples):
-    with EnergyMonitor(CountingMeter()) as monitor:
+    with fake_monitor(CountingMeter()) as monitor:
         result = evaluate_cell(
             str(tiny_model), None, Precision(4), Pruning("nm", n=2, m=4), examples[:4],
             GenerationSettings(batch_size=4, max_new_tokens=8), TrainSettings(max_prompt_tokens=96),
-            MetricSettings(), monitor,
+            MetricSettings(), monitor, EnergySettings(repeats=5, warmup=1),
         )  # fmt: skip
     assert len(result.predictions) == 4
     assert result.prune["achieved"] == pytest.approx(0.5, abs=0.005)
-    assert 0 < result.generated_tokens <= 4 * 8 and result.tokens_per_s > 0
+    assert 0 < result.quality_tokens <= 4 * 8
+    assert len(result.repeats) == 5 and all(r["tokens"] == 4 * 8 for r in result.repeats)  # pinned: equal work
+    assert result.tokens_per_repeat == 32 and result.tokens_per_s["n"] == 5 and result.tokens_per_s["mean"] > 0
+    # CountingMeter advances 2e-6 kWh a reading: each repeat window spans one step.
+    assert result.infer_kwh["mean"] == pytest.approx(2e-6) and result.infer_kwh["cv"] == pytest.approx(0)
+    assert result.j_per_token["mean"] == pytest.approx(2e-6 * 3.6e6 / 32)
     assert set(result.quality) >= {"bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine"}
     assert result.energy["total_kwh"] > 0 and result.model_size_mb > 0
 

@@ -1,0 +1,273 @@
+"""Measurement windows over pluggable energy meters.
+
+Each meter exposes cumulative energy counters for the components it can see (CPU, GPU, RAM). The monitor takes every
+component from the first meter in its list that provides it, turns two readings into a window's energy, and so lets
+windows overlap and nest freely. Every figure carries its source, so an estimate is never shown as a measurement.
+Energy is the devices' own (IT) energy; emissions = energy × grid carbon intensity × PUE.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from joulebench.registry import Registry
+
+COMPONENTS = ("cpu", "gpu", "ram")
+JOULES_PER_KWH = 3.6e6
+
+# Source tags: how a component's figure was obtained.
+MEASURED_SOURCES = {"rapl", "nvml-counter", "codecarbon-rapl", "codecarbon-nvml"}
+NO_SOURCE = "none"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Cumulative energy (kWh) per component since the meter started, at `time_s` (a monotonic clock)."""
+
+    time_s: float
+    kwh: dict[str, float]
+
+
+class Meter(Protocol):
+    name: str
+    sources: dict[str, str]  # component -> source tag, for the components this meter measures
+
+    def start(self) -> None: ...
+
+    def read(self) -> Reading: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EnergySettings:
+    meters: tuple[str, ...] = ("nvml", "rapl", "codecarbon")
+    country_iso_code: str = "CAN"
+    carbon_intensity_g_per_kwh: float | None = None
+    pue: float = 1.0
+    measure_power_secs: float = 1.0
+    tracking_mode: str = "machine"
+    idle_seconds: float = 0.0
+    repeats: int = 5
+    warmup: int = 1
+    allow_overlap: bool = False
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> EnergySettings:
+        values = dict(config)
+        if "meter" in values:  # a single meter name is a list of one
+            values.setdefault("meters", [values.pop("meter")])
+        values["meters"] = tuple(values.get("meters", cls.meters))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+METERS: Registry[Callable[[EnergySettings], Meter | None]] = Registry("energy meter")
+"""Factories that return a meter, or None when its hardware or interface is absent on this machine."""
+
+
+@dataclass(frozen=True)
+class WindowEnergy:
+    name: str
+    duration_s: float
+    cpu_kwh: float
+    gpu_kwh: float
+    ram_kwh: float
+    total_kwh: float
+    emissions_kg: float
+    idle_w: float = 0.0
+    net_kwh: float = 0.0
+    sources: dict[str, str] = field(default_factory=dict)
+    tracking_mode: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IdleBaseline:
+    """Mean power per component over an idle window, W."""
+
+    seconds: float
+    watts: dict[str, float]
+
+    @property
+    def total_w(self) -> float:
+        return sum(self.watts.values())
+
+
+class EnergyMonitor:
+    """Begin/end named windows over a set of meters; windows may overlap and nest."""
+
+    def __init__(
+        self,
+        meters: Sequence[Meter],
+        carbon_kg_per_kwh: float,
+        pue: float = 1.0,
+        tracking_mode: str = "",
+        sleep: Callable[[float], None] = time.sleep,
+        shared: frozenset[str] = frozenset(),
+    ) -> None:
+        self.meters = list(meters)
+        self.carbon_kg_per_kwh = carbon_kg_per_kwh
+        self.pue = pue
+        self.tracking_mode = tracking_mode
+        self.idle: IdleBaseline | None = None
+        self._sleep = sleep
+        self._open: dict[str, Reading] = {}
+        self._owner = {c: next((m for m in self.meters if c in m.sources), None) for c in COMPONENTS}
+        self.shared = shared
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Each component's source tag; "(shared)" marks a machine-wide figure while other cells may run."""
+        tags = {c: meter.sources[c] if meter else NO_SOURCE for c, meter in self._owner.items()}
+        return {c: f"{tag} (shared)" if c in self.shared and tag != NO_SOURCE else tag for c, tag in tags.items()}
+
+    def __enter__(self) -> EnergyMonitor:
+        for meter in self.meters:
+            meter.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for meter in self.meters:
+            meter.stop()
+
+    def read(self) -> Reading:
+        _synchronize_accelerator()
+        readings = {id(meter): meter.read() for meter in self.meters}
+        kwh = {c: readings[id(m)].kwh.get(c, 0.0) if m else 0.0 for c, m in self._owner.items()}
+        clock = readings[id(self.meters[0])].time_s if self.meters else time.perf_counter()
+        return Reading(clock, kwh)
+
+    def begin_window(self, name: str) -> None:
+        if name in self._open:
+            raise ValueError(f"energy window {name!r} is already open")
+        self._open[name] = self.read()
+
+    def end_window(self, name: str) -> WindowEnergy:
+        try:
+            begin = self._open.pop(name)
+        except KeyError:
+            raise ValueError(f"energy window {name!r} was never begun") from None
+        return self.window_energy(name, begin, self.read())
+
+    @contextmanager
+    def window(self, name: str) -> Iterator[dict[str, WindowEnergy]]:
+        """`with monitor.window("x") as out:` leaves the result in `out["energy"]` when the block ends."""
+        out: dict[str, WindowEnergy] = {}
+        self.begin_window(name)
+        try:
+            yield out
+        finally:
+            out["energy"] = self.end_window(name)
+
+    def measure_idle(self, seconds: float) -> IdleBaseline:
+        """Mean power of each component while this process sleeps; windows then also report net energy."""
+        begin = self.read()
+        self._sleep(seconds)
+        end = self.read()
+        duration = end.time_s - begin.time_s
+        watts = {c: (end.kwh[c] - begin.kwh[c]) * JOULES_PER_KWH / duration for c in COMPONENTS}
+        self.idle = IdleBaseline(duration, watts)
+        return self.idle
+
+    def window_energy(self, name: str, begin: Reading, end: Reading) -> WindowEnergy:
+        duration = end.time_s - begin.time_s
+        parts = {c: end.kwh[c] - begin.kwh[c] for c in COMPONENTS}
+        total = sum(parts.values())
+        idle_w = self.idle.total_w if self.idle else 0.0
+        return WindowEnergy(
+            name=name,
+            duration_s=duration,
+            cpu_kwh=parts["cpu"],
+            gpu_kwh=parts["gpu"],
+            ram_kwh=parts["ram"],
+            total_kwh=total,
+            emissions_kg=total * self.carbon_kg_per_kwh * self.pue,
+            idle_w=idle_w,
+            net_kwh=max(0.0, total - idle_w * duration / JOULES_PER_KWH),
+            sources=self.sources,
+            tracking_mode=self.tracking_mode,
+        )
+
+
+@contextmanager
+def measured(config: dict[str, Any]) -> Iterator[EnergyMonitor]:
+    """A started monitor whose idle baseline (if `idle_seconds` > 0) is taken before any window opens."""
+    settings = EnergySettings.from_config(config)
+    with open_monitor(config) as monitor:
+        if settings.idle_seconds > 0:
+            monitor.measure_idle(settings.idle_seconds)
+        yield monitor
+
+
+def open_monitor(config: dict[str, Any]) -> EnergyMonitor:
+    from joulebench.energy.carbon import grid_intensity_kg_per_kwh
+
+    settings = EnergySettings.from_config(config)
+    meters = [meter for meter in (METERS.get(name)(settings) for name in settings.meters) if meter is not None]
+    if settings.carbon_intensity_g_per_kwh is not None:
+        intensity = settings.carbon_intensity_g_per_kwh / 1000
+    else:
+        intensity = grid_intensity_kg_per_kwh(settings.country_iso_code)
+    monitor = EnergyMonitor(meters, intensity, settings.pue, settings.tracking_mode)
+    monitor.shared = shared_components(monitor.sources, settings)
+    return monitor
+
+
+def shared_components(sources: dict[str, str], settings: EnergySettings) -> frozenset[str]:
+    """CPU and RAM are machine-wide unless CodeCarbon attributes them to this process; a GPU belongs to one job."""
+    if not settings.allow_overlap:
+        return frozenset()
+    per_process = settings.tracking_mode == "process"
+    attributed = {c for c in ("cpu", "ram") if per_process and sources[c].startswith("codecarbon")}
+    return frozenset(c for c in ("cpu", "ram") if sources[c] != NO_SOURCE and c not in attributed)
+
+
+def provenance(monitor: EnergyMonitor, settings: EnergySettings) -> dict[str, Any]:
+    """How this job's energy was measured, and anything that makes the figures less trustworthy."""
+    warnings = []
+    for meter in monitor.meters:
+        others = sorted(getattr(meter, "foreign_processes", ()))
+        if others:
+            warnings.append(f"other processes used the GPU during the windows: pids {others}")
+    return {
+        "meters": [meter.name for meter in monitor.meters],
+        "sources": monitor.sources,
+        "measure_power_secs": settings.measure_power_secs,
+        "tracking_mode": settings.tracking_mode,
+        "idle_w": monitor.idle.watts if monitor.idle else {},
+        "idle_seconds": monitor.idle.seconds if monitor.idle else 0.0,
+        "carbon_kg_per_kwh": monitor.carbon_kg_per_kwh,
+        "pue": monitor.pue,
+        "allow_overlap": settings.allow_overlap,
+        "gpu_driver": _gpu_driver(monitor),
+        "warnings": warnings,
+    }
+
+
+def _gpu_driver(monitor: EnergyMonitor) -> str:
+    for meter in monitor.meters:
+        driver = getattr(meter, "driver_version", None)
+        if driver:
+            return str(driver)
+    return ""
+
+
+def is_measured(source: str) -> bool:
+    return source in MEASURED_SOURCES
+
+
+def _synchronize_accelerator() -> None:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()

@@ -1,0 +1,46 @@
+"""Spread of repeated measurements: mean, 95 % confidence interval (Student's t) and coefficient of variation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from joulebench.energy import JOULES_PER_KWH
+
+
+@dataclass(frozen=True)
+class Spread:
+    n: int
+    mean: float
+    ci95: float  # half-width: the interval is mean ± ci95
+    cv: float  # sample standard deviation / mean
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def spread(values: Sequence[float]) -> Spread:
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values to summarise")
+    mean = sum(values) / n
+    if n == 1:
+        return Spread(1, mean, math.nan, math.nan)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    from scipy.stats import t
+
+    return Spread(n, mean, float(t.ppf(0.975, n - 1)) * std / math.sqrt(n), std / mean if mean else math.nan)
+
+
+def joules_per_token(kwh: float, tokens: int) -> float:
+    if tokens <= 0:
+        raise ValueError(f"cannot divide energy by {tokens} generated tokens")
+    return kwh * JOULES_PER_KWH / tokens
+
+
+def wh_per_1k_queries(kwh: float, queries: int) -> float:
+    if queries <= 0:
+        raise ValueError(f"cannot divide energy by {queries} queries")
+    return kwh * 1000 / queries * 1000
