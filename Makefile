@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.joulebench-installed
 CORES ?= all
 
-.PHONY: report test test-fast lint clean setup
+.PHONY: report test test-fast lint bench clean setup
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/meter_overhead.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 from matplotlib import rc_context  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 # Width fits the A4 portrait text block (210 mm - 2 x 14 mm margins ~ 7.17 in).
 FIG_WIDTH_IN = 7.0
@@ -273,6 +275,9 @@ def _draw_scatter(fig: Figure, rows: Sequence[Mapping[str, Any]]) -> None:
                     fontsize=5.5, fontweight="bold" if reference else "normal")
     if spans_decades([to_float(row["total_kwh"]) or 0.0 for row in rows]):
         ax.set_xscale("log")
+        # Plain numbers (0.002) read better in a kWh table context than 10^-3 powers.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
     ax.set_xlabel("total energy (kWh)")
     ax.set_ylabel("ρ (quality)")
     ax.grid(linewidth=0.4, alpha=0.5)
@@ -281,10 +286,16 @@ def _draw_scatter(fig: Figure, rows: Sequence[Mapping[str, Any]]) -> None:
               loc="best")
 
 
+def _minor_log_label(value: float, _pos: int | None = None) -> str:
+    """Label the 2x and 5x minor ticks of a log axis, leave the rest blank."""
+    if value <= 0:
+        return ""
+    mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
+    return f"{value:g}" if mantissa in (2.0, 5.0) else ""
+
+
 def _scatter_legend(ax: Axes, rows: Sequence[Mapping[str, Any]], datasets: Sequence[str],
                     markers: Mapping[str, str]) -> list[Any]:
-    from matplotlib.lines import Line2D
-
     handles: list[Any] = []
     bits_present = sorted({bits_key(r.get("bits")) for r in rows if not is_reference(r)},
                           key=lambda b: to_float(b) or 0.0)
