@@ -8,6 +8,7 @@ Usage: python benchmarks/meter_overhead.py [--config config.yaml] [--seconds 60]
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import time
@@ -17,6 +18,7 @@ import yaml
 
 from joulebench.energy import EnergySettings, open_monitor
 from joulebench.io import atomic_write_json
+from joulebench.jobs import cpu_model
 
 
 def cpu_seconds() -> float:
@@ -43,7 +45,7 @@ def measure(energy: dict, seconds: float, reads: int) -> dict:
         "cpu_seconds": cpu1 - cpu0,
         "core_percent_while_sampling": (cpu1 - cpu0) / (wall1 - wall0) * 100,
         "window_edge_read_ms": read_ms,
-        "machine": f"{platform.processor() or platform.machine()}, {platform.platform()}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 

@@ -165,7 +165,7 @@ def software_and_hardware() -> dict[str, str]:
     info = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": str(os.cpu_count()),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }
@@ -178,7 +178,7 @@ def software_and_hardware() -> dict[str, str]:
     return info
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

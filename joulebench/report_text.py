@@ -7,10 +7,21 @@ from typing import Any
 
 SOURCE_MEANING = {
     "codecarbon-estimate": "a CodeCarbon estimate (a power model, not a reading of an energy counter)",
+    "constant": "a constant power assumed by CodeCarbon (not a measurement)",
     "codecarbon-rapl": "measured by CodeCarbon from the CPU's RAPL energy counter",
     "codecarbon-nvml": "measured by CodeCarbon from the GPU's NVML power readings",
+    "rapl": "measured from the RAPL energy counters (package or DRAM)",
+    "nvml-counter": "measured from the GPU's NVML total-energy counter",
     "none": "not present (no such device, so 0)",
 }
+ESTIMATES = {"codecarbon-estimate", "constant"}
+SHARED = " (shared)"
+
+
+def describe(source: str) -> str:
+    tag = source.removesuffix(SHARED)
+    meaning = SOURCE_MEANING.get(tag, tag)
+    return meaning + ", machine-wide while other cells may have run" if source.endswith(SHARED) else meaning
 
 
 def component_sources(rows: Sequence[dict[str, Any]]) -> dict[str, set[str]]:
@@ -28,9 +39,11 @@ def energy_note(rows: Sequence[dict[str, Any]]) -> str:
     parts = []
     for component in ("cpu", "gpu", "ram"):
         found = sorted(sources.get(component, set())) or ["unknown"]
-        meaning = "; ".join(SOURCE_MEANING.get(source, source) for source in found)
+        meaning = "; ".join(describe(source) for source in found)
         parts.append(f"{component.upper()} energy: {meaning}.")
-    estimated = [c.upper() for c in ("cpu", "gpu", "ram") if "codecarbon-estimate" in sources.get(c, set())]
+    estimated = [
+        c.upper() for c in ("cpu", "gpu", "ram") if {s.removesuffix(SHARED) for s in sources.get(c, set())} & ESTIMATES
+    ]
     lead = (
         f"{' and '.join(estimated)} energy figures in this report are estimates, not measurements. "
         if estimated

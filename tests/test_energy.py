@@ -148,3 +148,28 @@ def test_per_token_and_per_query_energy():
 def test_settings_accept_a_single_meter_name():
     settings = EnergySettings.from_config({"meter": "codecarbon", "pue": 1.5})
     assert settings.meters == ("codecarbon",) and settings.pue == 1.5
+
+
+def test_overlap_labels_machine_wide_components_as_shared():
+    from joulebench.energy.core import shared_components
+
+    rapl = {"cpu": "rapl", "gpu": "nvml-counter", "ram": "rapl"}
+    estimate = {"cpu": "codecarbon-estimate", "gpu": "none", "ram": "codecarbon-estimate"}
+    overlap = EnergySettings(allow_overlap=True, tracking_mode="process")
+    assert shared_components(rapl, EnergySettings(allow_overlap=False)) == frozenset()
+    assert shared_components(rapl, overlap) == {"cpu", "ram"}
+    assert shared_components(estimate, overlap) == frozenset()
+    assert shared_components(estimate, EnergySettings(allow_overlap=True, tracking_mode="machine")) == {"cpu", "ram"}
+    monitor = EnergyMonitor([FakeMeter([], sources=rapl)], 0.1, shared=frozenset({"cpu", "ram"}))
+    assert monitor.sources == {"cpu": "rapl (shared)", "gpu": "nvml-counter", "ram": "rapl (shared)"}
+
+
+def test_the_default_meters_on_this_machine_label_estimates():
+    """Whatever this machine offers, a CodeCarbon CPU figure without RAPL is never tagged as measured."""
+    from joulebench.energy import is_measured, open_monitor
+
+    monitor = open_monitor({"meters": ["nvml", "rapl", "codecarbon"], "country_iso_code": "CAN"})
+    for component, source in monitor.sources.items():
+        if source.startswith("codecarbon-estimate") or source == "constant":
+            assert not is_measured(source), component
+    assert monitor.carbon_kg_per_kwh > 0

@@ -3,16 +3,19 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pytest
 
-from joulebench import report
-from joulebench.report import ReportInputs, render_html, write_report
+from joulebench import charts, report
+from joulebench.report import ReportInputs, format_kwh, format_metric, render_html, write_report
 
 from .conftest import ROOT
 
 TEMPLATES = ROOT / "report"
+SCRIPT = "<script>alert(1)</script>"
+IMG = '<img src="http://example.invalid/x">'
 
 
 def _row(dataset, bits, epochs, pruning, rank, score, status="ok", error="", reference=False):
@@ -29,16 +32,24 @@ def _row(dataset, bits, epochs, pruning, rank, score, status="ok", error="", ref
     }  # fmt: skip
 
 
-def inputs(**overrides) -> ReportInputs:
+def _rows() -> list[dict]:
     rows = [
         _row("rca", 32, 0, "none", "", "", reference=True),
         _row("rca", 4, 3, "none", 2, 0.6),
         _row("rca", 4, 1, "none", 1, 0.9),
         _row("rca", 4, 1, "2:4", 3, 0.5),
-        _row("rca", 8, 1, "none", "", "", status="failed", error="<script>alert(1)</script>"),
+        _row("rca", 8, 1, "none", "", "", status="failed", error=f"{SCRIPT} {IMG}"),
         _row("saf", 32, 0, "none", "", "", reference=True),
+        _row("saf", 16, 1, "none", 2, 0.4),
         _row("saf", 16, 1, "none", 1, 0.8),
     ]
+    # Spread the energies over > 10x so the scatter takes its log-scale branch too.
+    for i, row in enumerate(rows):
+        row["total_kwh"] = f"{0.00013 * 3**i:.6g}"
+    return rows
+
+
+def inputs(**overrides) -> ReportInputs:
     training = [
         {"dataset": "rca", "model": "tiny-llama", "bits": 4, "epochs": 3, "losses": [0.6, 0.5, 0.45],
          "epoch_kwh": [1e-5, 1e-5, 1e-5], "wall_s": 10.0},
@@ -46,9 +57,10 @@ def inputs(**overrides) -> ReportInputs:
          "wall_s": 5.0},
     ]  # fmt: skip
     values = dict(
-        rows=rows, training=training, config_yaml="w: 0.7\nnote: <script>alert(1)</script>\n", w=0.7, top_k=2,
-        provenance={"torch": "2.13.0", "run date": "2026-11-22"}, energy_note="ENERGY-NOTE: estimates here",
-        ranking_note="RANKING-NOTE", training_note="TRAINING-NOTE 0.6 → 0.45",
+        rows=_rows(), training=training, config_yaml=f"w: 0.7\nnote: {SCRIPT}\nlink: {IMG}\n", w=0.7, top_k=2,
+        provenance={"torch": "2.13.0", "run date": "2026-11-22", "hardware": IMG},
+        energy_note="ENERGY-NOTE: CPU and RAM energy are CodeCarbon estimates here",
+        ranking_note="RANKING-NOTE", training_note=f"TRAINING-NOTE 0.6 → 0.45 {IMG}",
     )  # fmt: skip
     values.update(overrides)
     return ReportInputs(**values)
@@ -78,19 +90,83 @@ class _Balance(HTMLParser):
             self.stack.pop()
 
 
-def test_html_is_well_formed_ranked_and_escaped():
-    html = render_html(inputs(), TEMPLATES)
+def _text(element: ET.Element) -> str:
+    return " ".join("".join(element.itertext()).split())
+
+
+def _ranked_tables(html: str) -> list[ET.Element]:
+    tree = ET.fromstring(html)  # the template is XHTML-clean: autoescaped text, self-closed void tags
+    return [t for t in tree.iter("table") if "ranked" in t.get("class", "").split()]
+
+
+@pytest.fixture(scope="module")
+def html() -> str:
+    return render_html(inputs(), TEMPLATES)
+
+
+def test_html_is_well_formed(html):
     checker = _Balance()
     checker.feed(html)
     checker.close()
     assert not checker.problems and not checker.stack, (checker.problems[:5], checker.stack[:5])
-    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert html.count("<svg") >= 3
+    ET.fromstring(html)
     ids = re.findall(r'\bid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), "an id is defined twice (several inline SVGs)"
-    assert "ENERGY-NOTE: estimates here" in html and "RANKING-NOTE" in html and "TRAINING-NOTE" in html
-    rca = html.split("rca", 1)[1]
-    assert rca.index("b4 e1") < rca.index("b4 e3") < rca.index("b4 e1 2:4")
+
+
+def test_ranked_tables_list_reference_first_then_rank_order(html):
+    tables = _ranked_tables(html)
+    assert len(tables) == 2
+    orders = [[tr.get("data-rank") for tr in table.iter("tr") if tr.get("data-rank")] for table in tables]
+    assert orders == [["base", "1", "2", "3"], ["base", "1", "2"]]
+    for table in tables:
+        first = next(tr for tr in table.iter("tr") if tr.get("data-rank"))
+        assert _text(first).startswith("base (reference)")
+        headers = [_text(th) for th in table.iter("th")]
+        assert headers[:5] == ["rank", "bits", "epochs", "pruning", "R (score)"]
+        assert "BERTScore F1" in headers and "model MB" in headers
+    rca = html.split("Ranking: rca", 1)[1]
+    assert rca.index("RANKING-NOTE") < rca.index("Failed cells") < rca.index("Ranking: saf")
+
+
+def test_notes_charts_and_failed_cells_are_shown(html):
+    assert "ENERGY-NOTE: CPU and RAM energy are CodeCarbon estimates here" in html
+    assert html.count("RANKING-NOTE") == 2  # once under each ranked table
+    assert "TRAINING-NOTE" in html
+    assert html.count("<svg") == 3
+    assert "b8 e1" in html.split("Failed cells", 1)[1]
+    assert "2026-11-22" in html
+
+
+def test_untrusted_text_is_escaped_never_raw(html):
+    assert "<script" not in html
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 2  # the error and the config
+    assert "<img" not in html
+    assert "&lt;img src=&#34;http://example.invalid/x&#34;&gt;" in html
+
+
+def test_number_formatting():
+    assert format_kwh("1.23e-05") == "1.23e-05"
+    assert format_kwh("0.001234") == "0.00123"
+    assert format_kwh("12.345") == "12.3"
+    assert format_kwh("0.09996") == "0.100"
+    assert format_kwh("0") == "0"
+    assert format_kwh("") == format_metric("") == ""
+    assert format_metric("0.12345") == "0.123"
+    assert format_metric("n/a") == "n/a"
+
+
+def test_charts_are_inline_self_contained_svg():
+    rows, training = _rows(), inputs().training
+    for svg in (charts.energy_breakdown_svg(rows), charts.loss_curves_svg(training),
+                charts.energy_vs_quality_svg(rows), charts.energy_breakdown_svg([])):
+        assert svg.startswith("<svg") and "<?xml" not in svg and "<!DOCTYPE" not in svg
+        assert len(svg.encode()) < 150_000
+        urls = set(re.findall(r"https?://[^\"' ]+", svg))
+        assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+        assert not re.search(r'href="(?!#)', svg), "only same-document references"
+    assert charts.energy_vs_quality_svg(rows) == charts.energy_vs_quality_svg(rows)
+    assert charts.cell_label(rows[3]) == "b4 e1 2:4" and charts.cell_label(rows[0]) == "base"
 
 
 def test_pdf_has_pages_with_content_and_fetches_nothing(tmp_path, monkeypatch):
@@ -102,24 +178,43 @@ def test_pdf_has_pages_with_content_and_fetches_nothing(tmp_path, monkeypatch):
         return original(self, url, headers)
 
     monkeypatch.setattr(report.NoFetchURLFetcher, "fetch", record)
-    hostile = inputs(training_note='<img src="http://example.invalid/x">')
-    write_report(hostile, TEMPLATES, tmp_path / "r.html", tmp_path / "r.pdf")
+    write_report(inputs(), TEMPLATES, tmp_path / "r.html", tmp_path / "r.pdf")
     assert fetched == []
-    assert '<img src="http://example.invalid/x">' not in (tmp_path / "r.html").read_text()
-    if shutil.which("pdfinfo") is None:
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.pdf"], "a temp file was left behind"
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
+    assert IMG not in (tmp_path / "r.html").read_text()
+
+    # The recorder does see a fetch when there is one, so the empty list above means something.
+    with pytest.raises(report.ReportFetchError):
+        report.html_to_pdf(f"<html><body>{IMG}</body></html>")
+    assert fetched == ["http://example.invalid/x"]
+
+    if shutil.which("pdfinfo") is None or shutil.which("pdftoppm") is None:
         pytest.skip("poppler-utils is not installed (envs/system-packages.sh installs it)")
     info = subprocess.run(["pdfinfo", str(tmp_path / "r.pdf")], capture_output=True, text=True, check=True).stdout
-    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
-    assert pages >= 2
+    assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) >= 2
+    assert "A4" in info
     subprocess.run(["pdftoppm", "-r", "30", "-png", str(tmp_path / "r.pdf"), str(tmp_path / "page")], check=True)
     from PIL import Image
 
-    for png in sorted(tmp_path.glob("page-*.png")):
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert pages and pages[0].name.endswith("-1.png")
+    for png in pages:
         page = Image.open(png).convert("L")
         body = page.crop((0, 0, page.width, int(page.height * 0.9)))  # the footer is on every page
         assert body.getextrema()[0] < 200, f"{png.name} is blank"
 
 
-def test_an_external_resource_stops_the_pdf(tmp_path):
-    with pytest.raises(report.ReportFetchError, match="example.invalid"):
-        report.html_to_pdf('<html><body><img src="http://example.invalid/x.png"></body></html>')
+@pytest.mark.parametrize(
+    "resource",
+    [
+        '<img src="http://example.invalid/x.png">',
+        '<link rel="stylesheet" href="https://example.invalid/s.css">',
+        '<style>@import url("http://example.invalid/i.css");</style>',
+        '<div style="background: url(http://example.invalid/b.png)">x</div>',
+        '<img src="data:image/png;base64,iVBORw0KGgo=">',
+    ],
+)
+def test_an_external_resource_stops_the_pdf(resource):
+    with pytest.raises(report.ReportFetchError, match="fetch"):
+        report.html_to_pdf(f"<html><head></head><body>{resource}</body></html>")

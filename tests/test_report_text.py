@@ -26,3 +26,9 @@ def test_training_note_gives_the_numbers():
     assert "in 2 of 2 multi-epoch" in note and "between 10.0% and 50.0%" in note
     assert "1.000 → 0.800 → 0.500" in note
     assert "no trend" in training_note([{"dataset": "rca", "bits": 4, "losses": [1.0]}])
+
+
+def test_shared_and_constant_sources_are_described():
+    note = energy_note([{"energy_source": "cpu=rapl (shared); gpu=nvml-counter; ram=constant"}])
+    assert note.startswith("RAM energy figures in this report are estimates")
+    assert "machine-wide while other cells may have run" in note
