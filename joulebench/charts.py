@@ -37,7 +37,7 @@ _RC = {
     # Fixed salt: the same rows give byte-identical SVG (ids are hashes).
     "svg.hashsalt": "joulebench",
     # Glyphs as paths: the PDF renderer needs no font matching the chart.
-    "svg.fonttype": "path",
+    "svg.fonttype": "none",
     "font.family": "DejaVu Sans",
     "font.size": 8,
     "axes.titlesize": 9,
@@ -130,8 +130,11 @@ _ID_REFERENCE = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')
 
 
 def unique_ids(svg: str) -> str:
-    """Prefix every id and reference with a digest of the chart: matplotlib reuses ids such as glyph names, and
-    several inline SVGs in one HTML page must not define the same id twice."""
+    """Prefix every id and reference with a digest of the chart.
+
+    Matplotlib reuses ids such as glyph names, and several inline SVGs in one HTML page must not
+    define the same id twice.
+    """
     prefix = "c" + hashlib.sha1(svg.encode()).hexdigest()[:8] + "-"
     return _ID_REFERENCE.sub(lambda m: m.group(1) + prefix + m.group(2), svg)
 

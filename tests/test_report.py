@@ -20,15 +20,16 @@ IMG = '<img src="http://example.invalid/x">'
 
 def _row(dataset, bits, epochs, pruning, rank, score, status="ok", error="", reference=False):
     return {
-        "dataset": dataset, "model": "tiny-llama", "bits": str(bits), "epochs": str(epochs), "pruning": pruning,
-        "status": status, "is_reference": "1" if reference else "0", "train_kwh": "0.0001", "prepare_kwh": "1e-05",
-        "infer_kwh": "2e-05", "cpu_kwh": "4e-05", "gpu_kwh": "0", "ram_kwh": "9e-05", "total_kwh": "0.00013",
-        "emissions_kg": "2e-05", "bleu": "0.1", "rouge1": "0.3", "rouge2": "0.2", "rougeL": "0.25", "meteor": "0.3",
-        "bertscore_f1": "0.5", "cosine": "0.4", "tokens_per_s": "1500", "latency_s": "0.01", "peak_mem_mb": "600",
-        "model_size_mb": "3", "sparsity": "0.5" if pruning == "2:4" else "0", "phi": "0.1", "rho": "0.3",
-        "score": str(score), "rank": str(rank), "energy_source": "cpu=codecarbon-estimate; gpu=none; "
-        "ram=codecarbon-estimate", "tracking_mode": "process", "train_loss_first": "0.6", "train_loss_last": "0.5",
-        "error": error,
+        "dataset": dataset, "model": "tiny-llama", "bits": str(bits), "epochs": str(epochs),
+        "pruning": pruning, "status": status, "is_reference": "1" if reference else "0",
+        "train_kwh": "0.0001", "prepare_kwh": "1e-05", "infer_kwh": "2e-05", "cpu_kwh": "4e-05",
+        "gpu_kwh": "0", "ram_kwh": "9e-05", "total_kwh": "0.00013", "emissions_kg": "2e-05",
+        "bleu": "0.1", "rouge1": "0.3", "rouge2": "0.2", "rougeL": "0.25", "meteor": "0.3",
+        "bertscore_f1": "0.5", "cosine": "0.4", "tokens_per_s": "1500", "latency_s": "0.01",
+        "peak_mem_mb": "600", "model_size_mb": "3", "sparsity": "0.5" if pruning == "2:4" else "0",
+        "phi": "0.1", "rho": "0.3", "score": str(score), "rank": str(rank),
+        "energy_source": "cpu=codecarbon-estimate; gpu=none; ram=codecarbon-estimate",
+        "tracking_mode": "process", "train_loss_first": "0.6", "train_loss_last": "0.5", "error": error,
     }  # fmt: skip
 
 
@@ -53,8 +54,8 @@ def inputs(**overrides) -> ReportInputs:
     training = [
         {"dataset": "rca", "model": "tiny-llama", "bits": 4, "epochs": 3, "losses": [0.6, 0.5, 0.45],
          "epoch_kwh": [1e-5, 1e-5, 1e-5], "wall_s": 10.0},
-        {"dataset": "saf", "model": "tiny-llama", "bits": 16, "epochs": 1, "losses": [0.9], "epoch_kwh": [2e-5],
-         "wall_s": 5.0},
+        {"dataset": "saf", "model": "tiny-llama", "bits": 16, "epochs": 1, "losses": [0.9],
+         "epoch_kwh": [2e-5], "wall_s": 5.0},
     ]  # fmt: skip
     values = dict(
         rows=_rows(), training=training, config_yaml=f"w: 0.7\nnote: {SCRIPT}\nlink: {IMG}\n", w=0.7, top_k=2,
@@ -191,10 +192,11 @@ def test_pdf_has_pages_with_content_and_fetches_nothing(tmp_path, monkeypatch):
 
     if shutil.which("pdfinfo") is None or shutil.which("pdftoppm") is None:
         pytest.skip("poppler-utils is not installed (envs/system-packages.sh installs it)")
-    info = subprocess.run(["pdfinfo", str(tmp_path / "r.pdf")], capture_output=True, text=True, check=True).stdout
+    pdf = str(tmp_path / "r.pdf")
+    info = subprocess.run(["pdfinfo", pdf], capture_output=True, text=True, check=True).stdout
     assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) >= 2
     assert "A4" in info
-    subprocess.run(["pdftoppm", "-r", "30", "-png", str(tmp_path / "r.pdf"), str(tmp_path / "page")], check=True)
+    subprocess.run(["pdftoppm", "-r", "30", "-png", pdf, str(tmp_path / "page")], check=True)
     from PIL import Image
 
     pages = sorted(tmp_path.glob("page-*.png"))

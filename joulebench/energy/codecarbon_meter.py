@@ -22,6 +22,7 @@ class CodeCarbonMeter:
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         self._tracker = OfflineEmissionsTracker(
             country_iso_code=settings.country_iso_code,
+            region=settings.region,
             measure_power_secs=settings.measure_power_secs,
             pue=1.0,
             tracking_mode=settings.tracking_mode,

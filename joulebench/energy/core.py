@@ -48,6 +48,7 @@ class Meter(Protocol):
 class EnergySettings:
     meters: tuple[str, ...] = ("nvml", "rapl", "codecarbon")
     country_iso_code: str = "CAN"
+    region: str | None = None
     carbon_intensity_g_per_kwh: float | None = None
     pue: float = 1.0
     measure_power_secs: float = 1.0
@@ -215,7 +216,7 @@ def open_monitor(config: dict[str, Any]) -> EnergyMonitor:
     if settings.carbon_intensity_g_per_kwh is not None:
         intensity = settings.carbon_intensity_g_per_kwh / 1000
     else:
-        intensity = grid_intensity_kg_per_kwh(settings.country_iso_code)
+        intensity = grid_intensity_kg_per_kwh(settings.country_iso_code, settings.region)
     monitor = EnergyMonitor(meters, intensity, settings.pue, settings.tracking_mode)
     monitor.shared = shared_components(monitor.sources, settings)
     return monitor
