@@ -123,7 +123,30 @@ def figure_to_svg(fig: Figure) -> str:
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata=_NO_METADATA)
     text = buffer.getvalue()
-    return unique_ids(text[text.index("<svg") :].strip() + "\n")
+    return unique_ids(compact_svg(text[text.index("<svg") :].strip()) + "\n")
+
+
+_PATH_DATA = re.compile(r'\bd="([^"]*)"')
+_LONG_DECIMAL = re.compile(r"-?\d+\.\d{3,}")
+_GROUP_ID = re.compile(r'<g id="([^"]+)"')
+_REFERENCED = re.compile(r'(?:href="#|url\(#)([^")]+)')
+_BETWEEN_TAGS = re.compile(r">\s+<")
+
+
+def compact_svg(svg: str) -> str:
+    """Shrink matplotlib's SVG (~40%) so a chart with a hundred bars stays well under 150 KB.
+
+    Path coordinates are in points, so two decimals are far below what print can show; only path data
+    is rounded, never text (tick labels are numbers too). Group ids nothing refers to are dropped.
+    """
+    def round_path(match: re.Match[str]) -> str:
+        data = _LONG_DECIMAL.sub(lambda m: f"{float(m.group()):.2f}", match.group(1))
+        return 'd="' + " ".join(data.split()) + '"'
+
+    referenced = set(_REFERENCED.findall(svg))
+    svg = _PATH_DATA.sub(round_path, svg)
+    svg = _GROUP_ID.sub(lambda m: m.group() if m.group(1) in referenced else "<g", svg)
+    return _BETWEEN_TAGS.sub("><", svg)
 
 
 _ID_REFERENCE = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')

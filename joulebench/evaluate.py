@@ -42,11 +42,6 @@ class GenerationResult:
     predictions: list[str]
     new_tokens: int
     wall_s: float
-    batches: int
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.new_tokens / self.wall_s if self.wall_s > 0 else 0.0
 
 
 @dataclass
@@ -134,7 +129,7 @@ def generate(
                 tokens = tokens[: tokens.index(tokenizer.eos_token_id) + 1]
             new_tokens += len(tokens)
             predictions.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
-    return GenerationResult(predictions, new_tokens, wall, len(starts))
+    return GenerationResult(predictions, new_tokens, wall)
 
 
 def _with_bos(tokenizer: Any, prompt: str) -> str:

@@ -171,7 +171,9 @@ def energy_table(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
 def training_table(training: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     with_model = charts.needs_model_prefix(training)
     table = []
-    for cell in charts.loss_cells(training):
+    datasets = charts.datasets_in_order(training)
+    cells = sorted(charts.loss_cells(training), key=lambda cell: datasets.index(str(cell.get("dataset", ""))))
+    for cell in cells:
         losses = [x for x in (charts.to_float(v) for v in cell.get("losses") or []) if x is not None]
         kwh = [x for x in (charts.to_float(v) for v in cell.get("epoch_kwh") or []) if x is not None]
         table.append({
