@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from joulebench.energy.core import COMPONENTS, SHARED, is_estimate
+
 SOURCE_MEANING = {
     "codecarbon-estimate": "a CodeCarbon estimate (a power model, not a reading of an energy counter)",
     "constant": "a constant power assumed by CodeCarbon (not a measurement)",
@@ -14,8 +16,6 @@ SOURCE_MEANING = {
     "nvml-counter": "measured from the GPU's NVML total-energy counter",
     "none": "not present (no such device, so 0)",
 }
-ESTIMATES = {"codecarbon-estimate", "constant"}
-SHARED = " (shared)"
 
 
 def describe(source: str) -> str:
@@ -25,25 +25,18 @@ def describe(source: str) -> str:
 
 
 def component_sources(rows: Sequence[dict[str, Any]]) -> dict[str, set[str]]:
-    sources: dict[str, set[str]] = {"cpu": set(), "gpu": set(), "ram": set()}
-    for row in rows:
-        for part in str(row.get("energy_source", "")).split(";"):
-            if "=" in part:
-                component, source = (s.strip() for s in part.split("=", 1))
-                sources.setdefault(component, set()).add(source)
-    return sources
+    """The source tags seen per component, from the `<component>_source` columns of summary rows."""
+    return {c: {str(row[f"{c}_source"]) for row in rows if row.get(f"{c}_source")} for c in COMPONENTS}
 
 
 def energy_note(rows: Sequence[dict[str, Any]]) -> str:
     sources = component_sources(rows)
     parts = []
-    for component in ("cpu", "gpu", "ram"):
-        found = sorted(sources.get(component, set())) or ["unknown"]
+    for component in COMPONENTS:
+        found = sorted(sources[component]) or ["unknown"]
         meaning = "; ".join(describe(source) for source in found)
         parts.append(f"{component.upper()} energy: {meaning}.")
-    estimated = [
-        c.upper() for c in ("cpu", "gpu", "ram") if {s.removesuffix(SHARED) for s in sources.get(c, set())} & ESTIMATES
-    ]
+    estimated = [c.upper() for c in COMPONENTS if any(is_estimate(source) for source in sources[c])]
     lead = (
         f"{' and '.join(estimated)} energy figures in this report are estimates, not measurements. "
         if estimated

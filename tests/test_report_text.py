@@ -4,14 +4,15 @@ from joulebench.report_text import energy_note, training_note
 
 
 def test_estimates_are_called_estimates():
-    rows = [{"energy_source": "cpu=codecarbon-estimate; gpu=none; ram=codecarbon-estimate"}]
+    rows = [{"cpu_source": "codecarbon-estimate", "gpu_source": "none", "ram_source": "codecarbon-estimate"}]
     note = energy_note(rows)
     assert note.startswith("CPU and RAM energy figures in this report are estimates, not measurements.")
     assert "GPU energy: not present" in note
 
 
 def test_measured_sources_are_not_called_estimates():
-    note = energy_note([{"energy_source": "cpu=codecarbon-rapl; gpu=codecarbon-nvml; ram=codecarbon-estimate"}])
+    row = {"cpu_source": "codecarbon-rapl", "gpu_source": "codecarbon-nvml", "ram_source": "codecarbon-estimate"}
+    note = energy_note([row])
     assert note.startswith("RAM energy figures in this report are estimates")
     assert "RAPL" in note and "NVML" in note
 
@@ -29,6 +30,6 @@ def test_training_note_gives_the_numbers():
 
 
 def test_shared_and_constant_sources_are_described():
-    note = energy_note([{"energy_source": "cpu=rapl (shared); gpu=nvml-counter; ram=constant"}])
+    note = energy_note([{"cpu_source": "rapl (shared)", "gpu_source": "nvml-counter", "ram_source": "constant"}])
     assert note.startswith("RAM energy figures in this report are estimates")
     assert "machine-wide while other cells may have run" in note

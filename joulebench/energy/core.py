@@ -23,6 +23,7 @@ JOULES_PER_KWH = 3.6e6
 # Source tags: how a component's figure was obtained.
 MEASURED_SOURCES = {"rapl", "nvml-counter", "codecarbon-rapl", "codecarbon-nvml"}
 NO_SOURCE = "none"
+SHARED = " (shared)"  # appended to a machine-wide source while other cells may run
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class EnergyMonitor:
     def sources(self) -> dict[str, str]:
         """Each component's source tag; "(shared)" marks a machine-wide figure while other cells may run."""
         tags = {c: meter.sources[c] if meter else NO_SOURCE for c, meter in self._owner.items()}
-        return {c: f"{tag} (shared)" if c in self.shared and tag != NO_SOURCE else tag for c, tag in tags.items()}
+        return {c: tag + SHARED if c in self.shared and tag != NO_SOURCE else tag for c, tag in tags.items()}
 
     def __enter__(self) -> EnergyMonitor:
         for meter in self.meters:
@@ -262,7 +263,12 @@ def _gpu_driver(monitor: EnergyMonitor) -> str:
 
 
 def is_measured(source: str) -> bool:
-    return source in MEASURED_SOURCES
+    return source.removesuffix(SHARED) in MEASURED_SOURCES
+
+
+def is_estimate(source: str) -> bool:
+    """A power model rather than a counter reading; "none" (no device) is neither."""
+    return not is_measured(source) and source.removesuffix(SHARED) != NO_SOURCE
 
 
 def _synchronize_accelerator() -> None:
