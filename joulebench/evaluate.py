@@ -1,7 +1,9 @@
 """One evaluated cell: merge the adapter, prune, store at the cell's precision, generate, score.
 
 Order of operations: the adapter is merged into the full-precision base, pruning happens on those 32-bit weights,
-and 8/4-bit cells are then re-quantized from the pruned weights (bitsandbytes maps 0 to 0, so the zeros survive).
+16-bit cells are cast and 8/4-bit cells re-quantized from the pruned weights (bitsandbytes maps 0 to 0, so the zeros
+survive), and 2:4 cells that can run sparse kernels are packed for them last. After each step the mask is checked
+(`joulebench.prune.verify`): every pruned weight still zero, every N:M group still compliant.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from joulebench.energy import EnergyMonitor, EnergySettings
 from joulebench.finetune import TrainSettings
 from joulebench.metrics import MetricSettings, compute_quality
 from joulebench.models import Precision, load_model, load_tokenizer, model_size_bytes
-from joulebench.prune import PruneReport, prune_model
+from joulebench.prune import (
+    CalibrationSettings,
+    PrunedPositions,
+    PruneReport,
+    calibration_windows,
+    check_masks,
+    prune_model,
+)
+from joulebench.prune.base import PRUNERS
+from joulebench.sparse_kernels import current_capability, plan_kernels, to_semi_structured
 from joulebench.stats import joules_per_token, spread, wh_per_1k_queries
 
 
@@ -73,6 +84,9 @@ class EvalResult:
     peak_mem_kind: str
     model_size_mb: float
     prune: dict[str, Any]
+    kernel: dict[str, Any]
+    dense_comparison: dict[str, Any]
+    speedup_vs_dense: float | None
     energy: dict[str, Any]
     prepare_energy: dict[str, Any]
     idle: dict[str, Any]
@@ -142,23 +156,65 @@ def prepare_model(
     precision: Precision,
     pruning: Pruning,
     trust_remote_code: bool,
-) -> tuple[Any, PruneReport]:
-    """Merge → prune at full precision → store at the cell's precision (re-quantize for 8/4 bits)."""
+    calibration: torch.Tensor | None = None,
+    calibration_batch: int = 8,
+) -> tuple[Any, PruneReport, PrunedPositions]:
+    """Merge → prune at full precision → store at the cell's precision (re-quantize for 8/4 bits), checking the
+    mask after each step."""
     from peft import PeftModel
 
     full = Precision(32)
     model = load_model(model_path, full, trust_remote_code)
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    report = prune_model(model, pruning)
-    if precision.bits == 32:
-        return model, report
+    report, positions = prune_model(model, pruning, calibration, calibration_batch)
     if precision.bits == 16:
-        return model.to(precision.torch_dtype), report
-    with tempfile.TemporaryDirectory(prefix="joulebench-requant-") as tmp:
-        model.save_pretrained(tmp)
-        del model
-        return load_model(tmp, precision, trust_remote_code), report
+        model = model.to(precision.torch_dtype)
+    elif precision.quantized:
+        with tempfile.TemporaryDirectory(prefix="joulebench-requant-") as tmp:
+            model.save_pretrained(tmp)
+            del model
+            model = load_model(tmp, precision, trust_remote_code)
+    if precision.bits != 32 and pruning.method != "none":
+        report.checks.append(check_masks(model, positions, pruning, f"stored at {precision.label}"))
+    return model, report, positions
+
+
+@dataclass
+class Inference:
+    """The timed repeats of one model, inside one energy window."""
+
+    window: dict[str, Any]
+    repeats: list[TimedRepeat]
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.generation_s for r in self.repeats) / len(self.repeats)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tokens_per_s": spread([r.tokens / r.generation_s for r in self.repeats]).to_dict(),
+            "j_per_token": spread([r.j_per_token for r in self.repeats]).to_dict(),
+            "infer_kwh": spread([r.energy["total_kwh"] for r in self.repeats]).to_dict(),
+        }
+
+
+def measure_inference(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    generation: GenerationSettings,
+    max_prompt_tokens: int,
+    monitor: EnergyMonitor,
+    measurement: EnergySettings,
+    name: str = "inference",
+) -> Inference:
+    for _ in range(measurement.warmup):
+        generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True)
+    with monitor.window(name) as window:
+        repeats = timed_repeats(model, tokenizer, prompts, generation, max_prompt_tokens, monitor,
+                                measurement.repeats, name)  # fmt: skip
+    return Inference(window["energy"].to_dict(), repeats)
 
 
 def timed_repeats(
@@ -169,11 +225,12 @@ def timed_repeats(
     max_prompt_tokens: int,
     monitor: EnergyMonitor,
     repeats: int,
+    name: str = "inference",
 ) -> list[TimedRepeat]:
     """`repeats` energy windows of one pass each over the prompts, tokens pinned."""
     results = []
     for index in range(1, repeats + 1):
-        with monitor.window(f"inference-{index}") as window:
+        with monitor.window(f"{name}-{index}") as window:
             run = generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True)
         results.append(TimedRepeat(window["energy"].to_dict(), run.wall_s, run.new_tokens, len(prompts)))
     return results
@@ -191,20 +248,36 @@ def evaluate_cell(
     monitor: EnergyMonitor,
     measurement: EnergySettings,
     trust_remote_code: bool = False,
+    calibration_examples: Sequence[Example] = (),
+    calibration: CalibrationSettings | None = None,
+    sparse_kernels: bool = True,
 ) -> EvalResult:
-    """Quality from one ordinary greedy pass; energy, latency and throughput from pinned, repeated windows."""
+    """Quality from one ordinary greedy pass; energy, latency and throughput from pinned, repeated windows. A cell
+    that runs 2:4 sparse kernels is first measured masked-dense, then packed and measured again: the speed-up is the
+    ratio of the two on the same prompts and tokens."""
     tokenizer = load_tokenizer(model_path, trust_remote_code)
     prompts = [e.prompt for e in test]
+    calibration = calibration or CalibrationSettings()
+    windows = None
+    if PRUNERS.get(pruning.method).calibrated:
+        windows = calibration_windows(calibration_examples, tokenizer, calibration)
     with monitor.window("prepare") as prepared:
-        model, prune_report = prepare_model(model_path, adapter_dir, precision, pruning, trust_remote_code)
-    memory.reset_peak()
-    answers = generate(model, tokenizer, prompts, generation, training.max_prompt_tokens)
-    for _ in range(measurement.warmup):
-        generate(model, tokenizer, prompts, generation, training.max_prompt_tokens, pin_tokens=True)
-    with monitor.window("inference") as inference:
-        repeats = timed_repeats(
-            model, tokenizer, prompts, generation, training.max_prompt_tokens, monitor, measurement.repeats
+        model, prune_report, positions = prepare_model(
+            model_path, adapter_dir, precision, pruning, trust_remote_code, windows, calibration.batch_size
         )
+    plan = plan_kernels(pruning, precision, sparse_kernels, current_capability())
+    kernel: dict[str, Any] = plan.to_dict() if plan else {}
+    memory.reset_peak()
+    max_prompt = training.max_prompt_tokens
+    dense = None
+    if plan and plan.sparse:
+        dense = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement,
+                                  "inference-dense")  # fmt: skip
+        kernel["conversion"] = to_semi_structured(model).to_dict()
+        prune_report.checks.append(check_masks(model, positions, pruning, "packed for sparse kernels"))
+    answers = generate(model, tokenizer, prompts, generation, max_prompt)
+    inference = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement)
+    repeats = inference.repeats
     peak, peak_kind = memory.peak_mb()
     size_mb = model_size_bytes(model) / 2**20
     del model
@@ -225,7 +298,10 @@ def evaluate_cell(
         peak_mem_kind=peak_kind,
         model_size_mb=size_mb,
         prune=prune_report.to_dict(),
-        energy=inference["energy"].to_dict(),
+        kernel=kernel,
+        dense_comparison=dense.summary() if dense else {},
+        speedup_vs_dense=dense.seconds / inference.seconds if dense else None,
+        energy=inference.window,
         prepare_energy=prepared["energy"].to_dict(),
         idle=asdict(monitor.idle) if monitor.idle else {},
         repeats=[asdict(r) for r in repeats],

@@ -96,7 +96,10 @@ def evaluate(
     built_model: str | None,
     adapter_dir: str | None,
     test: str,
+    train: str,
     pruning: dict[str, Any],
+    calibration: dict[str, Any],
+    sparse_kernels: bool,
     training: dict[str, Any],
     generation: dict[str, Any],
     metrics: dict[str, Any],
@@ -112,9 +115,10 @@ def evaluate(
     from joulebench.io import write_jsonl
     from joulebench.metrics import MetricSettings
     from joulebench.models import Precision, resolve_model_path
+    from joulebench.prune import CalibrationSettings
 
     examples = read_examples(Path(test))
-    setting = Pruning.from_config(pruning)
+    setting = Pruning(**pruning)
     with measured(energy) as monitor:
         result = evaluate_cell(
             resolve_model_path(cell["model"], model, built_model),
@@ -131,6 +135,9 @@ def evaluate(
             monitor,
             EnergySettings.from_config(energy),
             bool(model.get("trust_remote_code", False)),
+            calibration_examples=read_examples(Path(train)),
+            calibration=CalibrationSettings.from_config(calibration),
+            sparse_kernels=sparse_kernels,
         )
         details = provenance(monitor, energy)
     lines = [
@@ -141,7 +148,7 @@ def evaluate(
     atomic_write_json(
         record,
         {
-            "cell": {**cell, "pruning_label": setting.label},
+            "cell": {**cell, "pruning_label": setting.label, "pruning_method": setting.method},
             "status": "ok",
             "result": result.to_dict(),
             "provenance": details,
@@ -188,8 +195,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def aggregate(evaluations: list[str], trainings: list[str], w: float, k: int, out_csv: str, out_json: str) -> None:
-    from joulebench.summary import add_ranking, cell_row, load_json, write_summary
+def collect_rows(evaluations: list[str], trainings: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One summary row per evaluated cell, joined with its fine-tuning record; and the fine-tuning records."""
+    from joulebench.summary import cell_row, load_json
 
     def finetune_key(record: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(record["cell"][key] for key in ("dataset", "model", "bits", "epochs"))
@@ -199,9 +207,30 @@ def aggregate(evaluations: list[str], trainings: list[str], w: float, k: int, ou
     for path in evaluations:
         evaluation = load_json(Path(path))
         rows.append(cell_row(evaluation, training_records.get(finetune_key(evaluation))))
+    return rows, list(training_records.values())
+
+
+def select_for_pruning(evaluations: list[str], trainings: list[str], w: float, k: int, out: str) -> None:
+    """The paper's flow: rank the unpruned fine-tuned cells of one dataset by R and keep the top k for pruning."""
+    from joulebench.summary import add_ranking
+
+    rows, _ = collect_rows(evaluations, trainings)
+    add_ranking(rows, w, k)
+    tuned = [r for r in rows if not r["is_reference"] and "finetune_rank" in r]
+    tuned.sort(key=lambda r: r["finetune_rank"])
+    keys = ("model", "bits", "epochs", "finetune_rank", "score", "phi", "rho", "total_kwh")
+    ranking = [{key: r[key] for key in keys} for r in tuned]
+    selected = [entry for entry, r in zip(ranking, tuned, strict=True) if r["top_k"]]
+    atomic_write_json(out, {"w": w, "top_k": k, "ranking": ranking, "selected": selected})
+
+
+def aggregate(evaluations: list[str], trainings: list[str], w: float, k: int, out_csv: str, out_json: str) -> None:
+    from joulebench.summary import add_ranking, write_summary
+
+    rows, training_records = collect_rows(evaluations, trainings)
     add_ranking(rows, w, k)
     write_summary(rows, Path(out_csv))
-    atomic_write_json(out_json, {"rows": rows, "training": [training_series(r) for r in training_records.values()]})
+    atomic_write_json(out_json, {"rows": rows, "training": [training_series(r) for r in training_records]})
 
 
 def training_series(record: dict[str, Any]) -> dict[str, Any]:
@@ -221,6 +250,7 @@ def report(summary: str, config: dict[str, Any], template_dir: str, out_html: st
 
     import yaml
 
+    from joulebench.cells import prunes_all
     from joulebench.rank import RANKING_NOTE
     from joulebench.report import ReportInputs, write_report
     from joulebench.report_text import energy_note, training_note
@@ -240,5 +270,6 @@ def report(summary: str, config: dict[str, Any], template_dir: str, out_html: st
         energy_note=energy_note(data["rows"]),
         ranking_note=RANKING_NOTE,
         training_note=training_note(data["training"]),
+        prune_all=prunes_all(config),
     )
     write_report(inputs, Path(template_dir), Path(out_html), Path(out_pdf))

@@ -47,6 +47,14 @@ class Precision:
         return torch.float32
 
     @property
+    def label(self) -> str:
+        if self.bits == 8:
+            return "int8 (LLM.int8)"
+        if self.bits == 4:
+            return self.quant_type_4bit
+        return str(self.torch_dtype).removeprefix("torch.")
+
+    @property
     def quantized(self) -> bool:
         return self.bits in (4, 8)
 

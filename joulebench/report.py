@@ -42,6 +42,7 @@ class ReportInputs:
     energy_note: str
     ranking_note: str
     training_note: str
+    prune_all: bool = False
     title: str = "joulebench report"
 
 
@@ -203,6 +204,7 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
         "run_date": run_date(inputs.provenance),
         "w": inputs.w,
         "top_k": inputs.top_k,
+        "prune_all": inputs.prune_all,
         "energy_note": inputs.energy_note,
         "ranking_note": inputs.ranking_note,
         "training_note": inputs.training_note,

@@ -12,12 +12,13 @@ from joulebench.io import atomic_write_text
 from joulebench.rank import Ranked, rank_cells, rho
 
 COLUMNS = [
-    "dataset", "model", "bits", "epochs", "pruning", "status", "is_reference",
+    "dataset", "model", "bits", "epochs", "pruning", "pruning_method", "status", "is_reference",
     "train_kwh", "prepare_kwh", "infer_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "total_kwh", "emissions_kg",
     "bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine",
     "cpu_source", "gpu_source", "ram_source", "idle_w", "gross_kwh", "net_kwh",
     "infer_kwh_ci95", "infer_j_per_token", "infer_j_per_token_ci95", "wh_per_1k_queries", "repeats", "energy_cv",
     "tokens_per_s", "tokens_per_s_ci95", "latency_s", "latency_s_ci95", "peak_mem_mb", "model_size_mb", "sparsity",
+    "sparse_kernel", "speedup_vs_dense", "dense_j_per_token",
     "phi", "rho", "score", "rank", "finetune_rank", "top_k",
     "train_loss_first", "train_loss_last", "train_wall_s", "generated_tokens",
     "energy_source", "tracking_mode", "peak_mem_kind", "error",
@@ -32,6 +33,7 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
     cell = evaluation["cell"]
     row: dict[str, Any] = {key: cell[key] for key in ("dataset", "model", "bits", "epochs")}
     row["pruning"] = cell["pruning_label"]
+    row["pruning_method"] = cell.get("pruning_method", cell["pruning"])
     row["is_reference"] = int(cell["epochs"] == 0)
     row["status"] = evaluation["status"]
     row["error"] = evaluation.get("error", "")
@@ -80,6 +82,10 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
         row[key] = result[key]
     row["generated_tokens"] = result["tokens_per_repeat"]
     row["sparsity"] = result["prune"]["achieved"]
+    row["sparse_kernel"] = result["kernel"].get("label", "")
+    if result["speedup_vs_dense"] is not None:
+        row["speedup_vs_dense"] = result["speedup_vs_dense"]
+        row["dense_j_per_token"] = result["dense_comparison"]["j_per_token"]["mean"]
     return row
 
 

@@ -5,13 +5,16 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from joulebench import cells as grid
+from joulebench.prune.base import check_setting
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 PRUNING = grid.pruning_settings(config)
+for _setting in PRUNING.values():
+    check_setting(_setting)
 FINETUNE_CELLS = grid.finetune_cells(config)
-EVAL_CELLS = grid.eval_cells(config)
+UNPRUNED_CELLS = grid.unpruned_cells(config)
 CONTAINER = config.get("container", None)
 # Jobs with energy windows claim the one `energy_window` slot (profiles set the limit to 1) unless overlap is allowed.
 ENERGY_WINDOW = 0 if config["energy"].get("allow_overlap", False) else 1
@@ -22,7 +25,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     bits=r"4|8|16|32",
     epochs=r"\d+",
-    pruning=r"[a-z0-9]+",
+    pruning=r"[a-z0-9-]+",
 
 
 def dataset_config(wildcards):
@@ -68,9 +71,35 @@ def cell_params(wildcards):
     }
 
 
-def eval_records():
-    return [f"{cell.dir}/eval.json" for cell in EVAL_CELLS]
+def pruning_params(wildcards):
+    return vars(PRUNING.get(wildcards.pruning, grid.Pruning("none")))
 
 
-def train_records():
+def selected_for_pruning(dataset):
+    """Fine-tuned cells that get pruned: all of them, or the top k by R once the checkpoint has ranked them."""
+    if grid.prunes_all(config):
+        return [cell for cell in FINETUNE_CELLS if cell.dataset == dataset]
+    selection = checkpoints.select_for_pruning.get(dataset=dataset).output.selection
+    return grid.read_selection(selection, dataset)
+
+
+def unpruned_records(wildcards):
+    return [f"{cell.dir}/eval.json" for cell in UNPRUNED_CELLS if cell.dataset == wildcards.dataset]
+
+
+def dataset_train_records(wildcards):
+    return [f"{cell.dir}/train.json" for cell in FINETUNE_CELLS if cell.dataset == wildcards.dataset]
+
+
+def eval_records(wildcards):
+    pruned = [
+        cell
+        for dataset in config["datasets"]
+        if PRUNING
+        for cell in grid.pruned_cells(config, selected_for_pruning(dataset))
+    ]
+    return [f"{cell.dir}/eval.json" for cell in UNPRUNED_CELLS + pruned]
+
+
+def train_records(wildcards):
     return [f"{cell.dir}/train.json" for cell in FINETUNE_CELLS]

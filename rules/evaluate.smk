@@ -1,6 +1,7 @@
 rule evaluate:
     input:
         test="results/data/{dataset}/test.jsonl",
+        train="results/data/{dataset}/train.jsonl",
         base=base_model_input,
         adapter=adapter_input,
     output:
@@ -9,7 +10,9 @@ rule evaluate:
     params:
         cell=cell_params,
         model=model_config,
-        pruning=lambda wildcards: vars(PRUNING[wildcards.pruning]),
+        pruning=pruning_params,
+        calibration=config["pruning"].get("calibration", {}),
+        sparse_kernels=config["pruning"].get("sparse_kernels", True),
         training=config["training"],
         generation=config["generation"],
         metrics=config["metrics"],
@@ -25,3 +28,22 @@ rule evaluate:
         CONTAINER
     script:
         "../scripts/evaluate.py"
+
+
+checkpoint select_for_pruning:
+    input:
+        evaluations=unpruned_records,
+        trainings=dataset_train_records,
+    output:
+        selection="results/selection/{dataset}.json",
+    params:
+        w=config["w"],
+        top_k=config["top_k"],
+    log:
+        "logs/selection/{dataset}.log",
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
+    script:
+        "../scripts/select_for_pruning.py"

@@ -1,7 +1,7 @@
 rule aggregate:
     input:
-        evaluations=eval_records(),
-        trainings=train_records(),
+        evaluations=eval_records,
+        trainings=train_records,
     output:
         csv="results/summary.csv",
         json="results/summary.json",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -16,19 +17,34 @@ def config(root):
 def test_default_grid_covers_the_acceptance_grid(config):
     assert set(config["bits"]) == {4, 8, 16, 32}
     assert len(config["epochs"]) >= 2
-    labels = {p.label for p in cells.pruning_settings(config).values()}
-    assert "none" in labels and "2:4" in labels and any(label.startswith("magnitude") for label in labels)
+    settings = cells.pruning_settings(config).values()
+    assert {s.method for s in settings} >= {"magnitude", "wanda", "sparsegpt"}
+    assert any(s.is_nm and (s.n, s.m) == (2, 4) for s in settings) and any(not s.is_nm for s in settings)
+    assert config["pruning"]["select"] == "top_k" and not cells.prunes_all(config)
 
 
 def test_one_eval_cell_per_finetune_cell_and_pruning_plus_references(config):
     tuned = cells.finetune_cells(config)
     evaluated = cells.eval_cells(config)
-    n_prune = len(config["pruning"])
+    n_prune = len(config["pruning"]["methods"])
     assert len(tuned) == len(config["datasets"]) * len(config["models"]) * len(config["bits"]) * len(config["epochs"])
     references = [c for c in evaluated if c.is_reference]
     assert len(references) == len(config["datasets"]) * len(config["models"])
-    assert len(evaluated) == len(tuned) * n_prune + len(references)
+    assert len(evaluated) == len(tuned) * (1 + n_prune) + len(references)
     assert len({c.dir for c in evaluated}) == len(evaluated)
+    unpruned = cells.unpruned_cells(config)
+    assert len(unpruned) == len(tuned) + len(references) and all(c.pruning == "none" for c in unpruned)
+
+
+def test_pruned_cells_are_the_selected_cells_times_the_methods(config, tmp_path):
+    chosen = cells.finetune_cells(config)[:2]
+    selection = tmp_path / "rca.json"
+    entries = [{"model": c.model, "bits": c.bits, "epochs": c.epochs} for c in chosen]
+    selection.write_text(json.dumps({"selected": entries}))
+    assert cells.read_selection(selection, "rca") == chosen
+    pruned = cells.pruned_cells(config, chosen)
+    assert {(c.bits, c.epochs) for c in pruned} == {(c.bits, c.epochs) for c in chosen}
+    assert len(pruned) == 2 * len(config["pruning"]["methods"])
 
 
 def test_adding_an_epoch_only_adds_paths(config):
@@ -45,24 +61,38 @@ def test_adding_an_epoch_only_adds_paths(config):
     [
         ({"method": "none"}, "none", "none"),
         ({"method": "magnitude", "ratio": 0.3}, "magnitude30", "magnitude 30%"),
-        ({"method": "nm", "n": 2, "m": 4}, "nm2of4", "2:4"),
-        ({"method": "nm", "n": 4, "m": 8}, "nm4of8", "4:8"),
+        ({"method": "magnitude", "ratio": 0.5, "scope": "global"}, "magnitude-global50", "magnitude 50% (global)"),
+        ({"method": "magnitude", "n": 2, "m": 4}, "magnitude2of4", "magnitude 2:4"),
+        ({"method": "wanda", "n": 4, "m": 8}, "wanda4of8", "wanda 4:8"),
+        ({"method": "sparsegpt", "ratio": 0.5}, "sparsegpt50", "sparsegpt 50%"),
     ],
 )
 def test_pruning_ids(entry, expected_id, label):
     pruning = cells.Pruning.from_config(entry)
     assert pruning.id == expected_id and pruning.label == label
+    assert cells.Pruning(**vars(pruning)) == pruning
 
 
 @pytest.mark.parametrize(
-    "entry", [{"method": "nm", "n": 4, "m": 4}, {"method": "magnitude", "ratio": 0.333}, {"method": "random"}]
+    "entry",
+    [
+        {"method": "magnitude", "n": 4, "m": 4},
+        {"method": "magnitude", "ratio": 0.333},
+        {"method": "magnitude", "ratio": 0.5, "n": 2, "m": 4},
+        {"method": "wanda"},
+        {"method": "wanda", "n": 2, "m": 4, "scope": "global"},
+        {"method": "Wanda-2", "ratio": 0.5},
+    ],
 )
 def test_bad_pruning_is_refused(entry):
     with pytest.raises(ValueError):
         cells.Pruning.from_config(entry)
 
 
-def test_duplicate_pruning_is_refused(config):
-    config["pruning"].append({"method": "nm", "n": 2, "m": 4})
-    with pytest.raises(ValueError, match="listed twice"):
+def test_duplicate_or_none_pruning_is_refused(config):
+    config["pruning"]["methods"].append(dict(config["pruning"]["methods"][0]))
+    with pytest.raises(ValueError, match=r"pruning.methods\[\d+\]: .* listed twice"):
+        cells.pruning_settings(config)
+    config["pruning"]["methods"] = [{"method": "none"}]
+    with pytest.raises(ValueError, match="implied"):
         cells.pruning_settings(config)

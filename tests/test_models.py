@@ -21,6 +21,7 @@ from joulebench.evaluate import GenerationSettings, evaluate_cell
 from joulebench.finetune import TrainSettings, finetune
 from joulebench.metrics import MetricSettings
 from joulebench.models import Precision, load_model, model_size_bytes, resolve_model_path
+from joulebench.sparse_kernels import DENSE_LABEL
 
 from .conftest import CountingMeter, fake_monitor
 
@@ -96,12 +97,14 @@ def test_finetuning_lowers_the_loss_and_saves_an_adapter(tiny_model, examples, b
 def test_evaluating_a_pruned_4bit_cell(tiny_model, examples):
     with fake_monitor(CountingMeter()) as monitor:
         result = evaluate_cell(
-            str(tiny_model), None, Precision(4), Pruning("nm", n=2, m=4), examples[:4],
+            str(tiny_model), None, Precision(4), Pruning("magnitude", n=2, m=4), examples[:4],
             GenerationSettings(batch_size=4, max_new_tokens=8), TrainSettings(max_prompt_tokens=96),
             MetricSettings(), monitor, EnergySettings(repeats=5, warmup=1),
         )  # fmt: skip
     assert len(result.predictions) == 4
     assert result.prune["achieved"] == pytest.approx(0.5, abs=0.005)
+    assert [check["step"] for check in result.prune["checks"]] == ["pruned", "stored at nf4"]
+    assert result.kernel["label"] == DENSE_LABEL and result.speedup_vs_dense is None  # CPU: masked-dense
     assert 0 < result.quality_tokens <= 4 * 8
     assert len(result.repeats) == 5 and all(r["tokens"] == 4 * 8 for r in result.repeats)  # pinned: equal work
     assert result.tokens_per_repeat == 32 and result.tokens_per_s["n"] == 5 and result.tokens_per_s["mean"] > 0

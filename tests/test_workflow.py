@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from joulebench.cells import eval_cells
+from joulebench.cells import pruned_cells, read_selection, unpruned_cells
 from joulebench.summary import COLUMNS
 
 from .conftest import ROOT, SAF_DIR
@@ -20,8 +20,9 @@ from .conftest import ROOT, SAF_DIR
 pytestmark = pytest.mark.integration
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-ALWAYS_FILLED = [c for c in COLUMNS if c not in {"error", "rank", "finetune_rank", "top_k", "score",
-                                                  "train_loss_first", "train_loss_last", "train_wall_s"}]  # fmt: skip
+SOMETIMES_EMPTY = {"error", "rank", "finetune_rank", "top_k", "score", "train_loss_first", "train_loss_last",
+                   "train_wall_s", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token"}  # fmt: skip
+ALWAYS_FILLED = [c for c in COLUMNS if c not in SOMETIMES_EMPTY]
 TUNED_ONLY = ["rank", "score", "train_loss_first", "train_loss_last", "train_wall_s"]
 
 
@@ -49,7 +50,11 @@ def run_grid(workdir: Path, config: dict) -> list[dict[str, str]]:
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     with open(workdir / "results" / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == len(eval_cells(config))
+    selected = [
+        cell for dataset in config["datasets"] if config["pruning"]["methods"]
+        for cell in read_selection(workdir / "results" / "selection" / f"{dataset}.json", dataset)
+    ]  # fmt: skip
+    assert len(rows) == len(unpruned_cells(config)) + len(pruned_cells(config, selected))
     for row in rows:
         assert row["status"] == "ok", row
         assert all(row[c] != "" for c in ALWAYS_FILLED), {c: row[c] for c in ALWAYS_FILLED if row[c] == ""}
@@ -71,19 +76,37 @@ def micro_config() -> dict:
 def test_micro_grid_runs_reruns_nothing_and_adds_only_new_cells(tmp_path):
     config = micro_config()
     rows = run_grid(tmp_path, config)
-    pruned = [r for r in rows if r["pruning"] == "2:4"]
-    assert pruned and all(abs(float(r["sparsity"]) - 0.5) < 0.005 for r in pruned)
     assert {r["bits"] for r in rows} == {"4", "32"}
 
+    # The paper's flow: exactly the top-k unpruned fine-tuned cells by R were pruned, each with every method.
+    k, methods = config["top_k"], {"magnitude", "wanda"}
+    top = {(r["bits"], r["epochs"]) for r in rows if r["pruning"] == "none" and r["top_k"] == "1"}
+    assert len(top) == k
+    assert top == {(str(c.bits), str(c.epochs)) for c in read_selection(tmp_path / "results/selection/rca.json", "rca")}
+    pruned = [r for r in rows if r["pruning"] != "none"]
+    assert {(r["bits"], r["epochs"]) for r in pruned} == top and len(pruned) == k * len(methods)
+    assert {r["pruning_method"] for r in pruned} == methods
+    for row in pruned:  # 2:4 on a CPU: masked-dense, and said so
+        assert abs(float(row["sparsity"]) - 0.5) < 0.005
+        assert row["sparse_kernel"] == "dense kernels — no speedup expected" and row["speedup_vs_dense"] == ""
+    assert "no speedup expected" in (tmp_path / "results" / "report.html").read_text()
+
     assert planned_jobs(tmp_path, tmp_path / "config.yaml") == {}
+
+    everything = tmp_path / "all.yaml"
+    everything.write_text(yaml.safe_dump({**config, "pruning": {**config["pruning"], "select": "all"}}))
+    unselected = len(config["bits"]) * len(config["epochs"]) - k
+    assert planned_jobs(tmp_path, everything) == {
+        "evaluate": unselected * len(methods), "aggregate": 1, "report": 1, "all": 1,
+    }  # fmt: skip
 
     config["epochs"].append(3)
     bigger = tmp_path / "bigger.yaml"
     bigger.write_text(yaml.safe_dump(config))
-    new_cells = len(config["bits"]) * len(config["pruning"])
     assert planned_jobs(tmp_path, bigger) == {
         "finetune": len(config["bits"]),
-        "evaluate": new_cells,
+        "evaluate": len(config["bits"]),
+        "select_for_pruning": 1,
         "aggregate": 1,
         "report": 1,
         "all": 1,
@@ -96,7 +119,7 @@ def test_micro_grid_on_real_saf_data(tmp_path):
     config["datasets"] = {
         "saf": {"kind": "saf", "task": "saf", "source": str(SAF_DIR), "seed": 1, "max_train": 48, "max_test": 8}
     }
-    config["bits"], config["epochs"], config["pruning"] = [32], [1], [{"method": "none"}]
+    config["bits"], config["epochs"], config["pruning"]["methods"] = [32], [1], []
     rows = run_grid(tmp_path, config)
     assert {r["dataset"] for r in rows} == {"saf"}
     predictions = (tmp_path / "results/eval/saf/tiny-llama/b32-e1-none/predictions.jsonl").read_text().splitlines()

@@ -1,0 +1,103 @@
+"""SparseGPT (Frantar & Alistarh, 2023; IST-DASLab/sparsegpt): prune column by column with the inverse Hessian of
+the layer's reconstruction error, H = 2XXᵀ over the calibration tokens, and update the remaining weights to
+compensate. Masks are chosen per block of columns (adaptive), or per N:M group as the sweep reaches it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from joulebench.cells import Pruning
+from joulebench.prune.base import PRUNERS, LayerStatistics, Pruner
+
+BLOCK_SIZE = 128
+DAMPING = 0.01  # share of the mean Hessian diagonal added to it, as in the reference implementation
+
+
+class Hessian:
+    """Running H = 2/N · Σ x xᵀ over the N calibration tokens of one layer."""
+
+    def __init__(self, layer: torch.nn.Linear) -> None:
+        columns = layer.in_features
+        self.sum = torch.zeros(columns, columns, dtype=torch.float32, device=layer.weight.device)
+        self.tokens = 0
+
+    def add_batch(self, inputs: torch.Tensor) -> None:
+        x = inputs.float()
+        self.sum += x.T @ x
+        self.tokens += x.shape[0]
+
+    def matrix(self) -> torch.Tensor:
+        return self.sum * (2 / self.tokens)
+
+
+@PRUNERS.register("sparsegpt")
+class SparseGPT(Pruner):
+    calibrated = True
+
+    def statistics(self, layer: torch.nn.Linear) -> LayerStatistics:
+        return Hessian(layer)
+
+    @torch.no_grad()
+    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None) -> torch.Tensor:
+        if not isinstance(statistics, Hessian) or statistics.tokens == 0:
+            raise ValueError("SparseGPT needs the layer's calibration inputs")
+        weight = layer.weight.detach().float().clone()
+        pruned = sparsegpt_sweep(weight, statistics.matrix(), setting)
+        layer.weight.data.copy_(weight.to(layer.weight.dtype))
+        return ~pruned
+
+
+def inverse_hessian_cholesky(hessian: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Upper Cholesky factor of H⁻¹ after damping; inputs that never fire (zero diagonal) get their weights zeroed."""
+    dead = torch.diag(hessian) == 0
+    hessian[dead, dead] = 1
+    weight[:, dead] = 0
+    hessian += DAMPING * torch.mean(torch.diag(hessian)) * torch.eye(len(hessian), device=hessian.device)
+    try:
+        factor = torch.linalg.cholesky(hessian)
+    except torch.linalg.LinAlgError as error:
+        raise ValueError(f"SparseGPT: the damped Hessian is not positive definite ({error})") from None
+    return torch.linalg.cholesky(torch.cholesky_inverse(factor), upper=True)
+
+
+def sparsegpt_sweep(weight: torch.Tensor, hessian: torch.Tensor, setting: Pruning) -> torch.Tensor:
+    """Prune `weight` (float32, rows × columns) in place; return the boolean mask of pruned weights."""
+    rows, columns = weight.shape
+    if setting.is_nm and columns % setting.m:
+        raise ValueError(f"N:M pruning needs in_features divisible by M={setting.m}, got {columns}")
+    hinv = inverse_hessian_cholesky(hessian, weight)
+    block_size = BLOCK_SIZE if not setting.is_nm else setting.m * math.ceil(BLOCK_SIZE / setting.m)
+    drop_per_group = setting.m - setting.n
+    pruned = torch.zeros_like(weight, dtype=torch.bool)
+    for start in range(0, columns, block_size):
+        end = min(start + block_size, columns)
+        block = weight[:, start:end].clone()
+        errors = torch.zeros_like(block)
+        hinv_block = hinv[start:end, start:end]
+        diagonal = torch.diag(hinv_block)
+        if setting.is_nm:
+            mask = torch.zeros_like(block, dtype=torch.bool)
+        else:
+            saliency = block.pow(2) / diagonal.pow(2).unsqueeze(0)
+            drop = round(saliency.numel() * setting.ratio)
+            mask = torch.zeros(saliency.numel(), dtype=torch.bool, device=block.device)
+            if drop:
+                mask[saliency.flatten().topk(drop, largest=False).indices] = True
+            mask = mask.view_as(block)
+        for i in range(end - start):
+            if setting.is_nm and i % setting.m == 0:
+                group = block[:, i : i + setting.m].pow(2) / diagonal[i : i + setting.m].pow(2).unsqueeze(0)
+                mask.scatter_(1, i + group.topk(drop_per_group, dim=1, largest=False).indices, True)
+            column = block[:, i]
+            kept = torch.where(mask[:, i], torch.zeros_like(column), column)
+            error = (column - kept) / hinv_block[i, i]
+            block[:, i:] -= error.unsqueeze(1) @ hinv_block[i, i:].unsqueeze(0)
+            block[:, i] = kept
+            errors[:, i] = error
+        weight[:, start:end] = block
+        pruned[:, start:end] = mask
+        weight[:, end:] -= errors @ hinv[start:end, end:]
+    return pruned
