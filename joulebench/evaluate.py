@@ -159,12 +159,11 @@ def prepare_model(
     calibration: torch.Tensor | None = None,
     calibration_batch: int = 8,
 ) -> tuple[Any, PruneReport, PrunedPositions]:
-    """Merge → prune at full precision → store at the cell's precision (re-quantize for 8/4 bits), checking the
-    mask after each step."""
+    """Merge → prune at the working precision → store at the cell's precision (re-quantize for 8/4 bits), checking
+    the mask after each step."""
     from peft import PeftModel
 
-    full = Precision(32)
-    model = load_model(model_path, full, trust_remote_code)
+    model = load_model(model_path, working_precision(precision), trust_remote_code)
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     report, positions = prune_model(model, pruning, calibration, calibration_batch)
@@ -178,6 +177,14 @@ def prepare_model(
     if precision.bits != 32 and pruning.method != "none":
         report.checks.append(check_masks(model, positions, pruning, f"stored at {precision.label}"))
     return model, report, positions
+
+
+def working_precision(precision: Precision) -> Precision:
+    """Merge and prune in float32, except on a GPU for cells of 16 bits or fewer: there in the 16-bit dtype, as the
+    weights ship, so an 8B model fits a 24 GB card (Wanda and SparseGPT accumulate their statistics in float32)."""
+    if precision.bits == 32 or not torch.cuda.is_available():
+        return Precision(32)
+    return Precision(16, precision.dtype_16)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from joulebench import charts
 from joulebench.io import atomic_write_bytes, atomic_write_text
+from joulebench.sparse_kernels import DENSE_LABEL
 from joulebench.summary import COLUMNS
 
 TEMPLATE_NAME = "report.html.j2"
@@ -144,6 +145,8 @@ def dataset_sections(rows: Sequence[Mapping[str, str]], top_k: int) -> list[dict
             "name": dataset,
             "models": list(dict.fromkeys(row["model"] for row in mine)),
             "ranked": [_decorate(row, with_model, top_k) for row in ok],
+            "dense_pruned": any(row["sparse_kernel"] == DENSE_LABEL for row in ok),
+            "sparse_pruned": any(row["speedup_vs_dense"] for row in ok),
             "failed": [_decorate(row, with_model, top_k) for row in failed],
         })
     return sections
@@ -205,6 +208,7 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
         "w": inputs.w,
         "top_k": inputs.top_k,
         "prune_all": inputs.prune_all,
+        "dense_kernel_label": DENSE_LABEL,
         "energy_note": inputs.energy_note,
         "ranking_note": inputs.ranking_note,
         "training_note": inputs.training_note,
