@@ -23,7 +23,7 @@ from joulebench.cells import Pruning
 from joulebench.data import Example
 from joulebench.energy import EnergyMonitor, EnergySettings
 from joulebench.finetune import TrainSettings
-from joulebench.metrics import MetricSettings, compute_quality
+from joulebench.metrics import MetricSettings, quality_with_samples
 from joulebench.models import Precision, load_model, load_tokenizer, model_size_bytes
 from joulebench.prune import (
     CalibrationSettings,
@@ -93,10 +93,12 @@ class EvalResult:
     repeats: list[dict[str, Any]]
     metrics_s: float
     predictions: list[str] = field(repr=False, default_factory=list)
+    item_scores: dict[str, list[float]] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("predictions")
+        out.pop("item_scores")
         return out
 
 
@@ -216,31 +218,17 @@ def measure_inference(
     measurement: EnergySettings,
     name: str = "inference",
 ) -> Inference:
+    """After `warmup` passes, `repeats` energy windows of one pass each over the prompts, tokens pinned, all inside
+    one window called `name`."""
     for _ in range(measurement.warmup):
         generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True)
-    with monitor.window(name) as window:
-        repeats = timed_repeats(model, tokenizer, prompts, generation, max_prompt_tokens, monitor,
-                                measurement.repeats, name)  # fmt: skip
-    return Inference(window["energy"].to_dict(), repeats)
-
-
-def timed_repeats(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    generation: GenerationSettings,
-    max_prompt_tokens: int,
-    monitor: EnergyMonitor,
-    repeats: int,
-    name: str = "inference",
-) -> list[TimedRepeat]:
-    """`repeats` energy windows of one pass each over the prompts, tokens pinned."""
-    results = []
-    for index in range(1, repeats + 1):
-        with monitor.window(f"{name}-{index}") as window:
-            run = generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True)
-        results.append(TimedRepeat(window["energy"].to_dict(), run.wall_s, run.new_tokens, len(prompts)))
-    return results
+    repeats = []
+    with monitor.window(name) as outer:
+        for index in range(1, measurement.repeats + 1):
+            with monitor.window(f"{name}-{index}") as window:
+                run = generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True)
+            repeats.append(TimedRepeat(window["energy"].to_dict(), run.wall_s, run.new_tokens, len(prompts)))
+    return Inference(outer["energy"].to_dict(), repeats)
 
 
 def evaluate_cell(
@@ -289,16 +277,16 @@ def evaluate_cell(
     size_mb = model_size_bytes(model) / 2**20
     del model
     began = time.perf_counter()
-    quality = compute_quality(answers.predictions, [e.target for e in test], settings=metric_settings)
-    infer_kwh = spread([r.energy["total_kwh"] for r in repeats])
+    quality, item_scores = quality_with_samples(answers.predictions, [e.target for e in test], metric_settings)
+    figures = inference.summary()
     return EvalResult(
         quality=quality,
-        tokens_per_s=spread([r.tokens / r.generation_s for r in repeats]).to_dict(),
+        tokens_per_s=figures["tokens_per_s"],
         latency_s=spread([r.generation_s / r.queries for r in repeats]).to_dict(),
-        infer_kwh=infer_kwh.to_dict(),
+        infer_kwh=figures["infer_kwh"],
         infer_net_kwh=spread([r.energy["net_kwh"] for r in repeats]).to_dict(),
-        j_per_token=spread([r.j_per_token for r in repeats]).to_dict(),
-        wh_per_1k_queries=wh_per_1k_queries(infer_kwh.mean, len(prompts)),
+        j_per_token=figures["j_per_token"],
+        wh_per_1k_queries=wh_per_1k_queries(figures["infer_kwh"]["mean"], len(prompts)),
         tokens_per_repeat=repeats[0].tokens,
         quality_tokens=answers.new_tokens,
         peak_mem_mb=peak,
@@ -314,4 +302,5 @@ def evaluate_cell(
         repeats=[asdict(r) for r in repeats],
         metrics_s=time.perf_counter() - began,
         predictions=answers.predictions,
+        item_scores=item_scores,
     )

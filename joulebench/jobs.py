@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import hashlib
+import json
 import logging
 import os
 import platform
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from joulebench.io import atomic_write_json
+
+_job_started = time.time()
+
+
+def utc(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
 
 
 @contextlib.contextmanager
@@ -20,6 +30,8 @@ def job_context(log: str | Path, threads: int) -> Iterator[None]:
 
     from joulebench.models import offline_environment
 
+    global _job_started
+    _job_started = time.time()
     offline_environment()
     torch.set_num_threads(max(1, int(threads)))
     Path(log).parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +153,10 @@ def evaluate(
         )
         details = provenance(monitor, energy)
     lines = [
-        {"id": e.id, "label": e.label, "target": e.target, "prediction": p}
-        for e, p in zip(examples, result.predictions, strict=True)
-    ]
+        {"id": e.id, "label": e.label, "target": e.target, "prediction": p,
+         "scores": {metric: values[index] for metric, values in result.item_scores.items()}}
+        for index, (e, p) in enumerate(zip(examples, result.predictions, strict=True))
+    ]  # fmt: skip
     write_jsonl(predictions, lines)
     atomic_write_json(
         record,
@@ -161,7 +174,13 @@ def provenance(monitor: Any, energy: dict[str, Any]) -> dict[str, Any]:
     from joulebench.energy import EnergySettings
     from joulebench.energy.core import provenance as measurement
 
-    return {**software_and_hardware(), "measurement": measurement(monitor, EnergySettings.from_config(energy))}
+    return {
+        **software_and_hardware(),
+        "measurement": measurement(monitor, EnergySettings.from_config(energy)),
+        "started_utc": utc(_job_started),
+        "finished_utc": utc(time.time()),
+        "job_seconds": time.time() - _job_started,
+    }
 
 
 def software_and_hardware() -> dict[str, str]:
@@ -197,17 +216,22 @@ def cpu_model() -> str:
 
 def collect_rows(evaluations: list[str], trainings: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One summary row per evaluated cell, joined with its fine-tuning record; and the fine-tuning records."""
+    rows, _, training_records = load_records(evaluations, trainings)
+    return rows, training_records
+
+
+def load_records(
+    evaluations: list[str], trainings: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     from joulebench.summary import cell_row, load_json
 
     def finetune_key(record: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(record["cell"][key] for key in ("dataset", "model", "bits", "epochs"))
 
     training_records = {finetune_key(record): record for record in map(load_json, map(Path, trainings))}
-    rows = []
-    for path in evaluations:
-        evaluation = load_json(Path(path))
-        rows.append(cell_row(evaluation, training_records.get(finetune_key(evaluation))))
-    return rows, list(training_records.values())
+    evaluation_records = [load_json(Path(path)) for path in evaluations]
+    rows = [cell_row(record, training_records.get(finetune_key(record))) for record in evaluation_records]
+    return rows, evaluation_records, list(training_records.values())
 
 
 def select_for_pruning(evaluations: list[str], trainings: list[str], w: float, k: int, out: str) -> None:
@@ -224,13 +248,39 @@ def select_for_pruning(evaluations: list[str], trainings: list[str], w: float, k
     atomic_write_json(out, {"w": w, "top_k": k, "ranking": ranking, "selected": selected})
 
 
-def aggregate(evaluations: list[str], trainings: list[str], w: float, k: int, out_csv: str, out_json: str) -> None:
-    from joulebench.summary import add_ranking, write_summary
+def aggregate(
+    evaluations: list[str], trainings: list[str], selections: list[str], w: float, k: int, out_csv: str, out_json: str
+) -> None:
+    """`summary.csv` and `summary.json`: the ranked rows, and for the report also the training series, the
+    selections that chose the pruned cells, example answers and when and how the results were measured. Each cell's
+    `predictions.jsonl` sits beside its `eval.json`."""
+    from joulebench.summary import (
+        add_ranking,
+        add_uncertainty,
+        answer_examples,
+        cell_key,
+        load_json,
+        run_summary,
+        write_summary,
+    )
 
-    rows, training_records = collect_rows(evaluations, trainings)
+    rows, evaluation_records, training_records = load_records(evaluations, trainings)
     add_ranking(rows, w, k)
+    predictions = {cell_key(row): read_predictions(Path(path).with_name("predictions.jsonl"))
+                   for row, path in zip(rows, evaluations, strict=True) if row["status"] == "ok"}  # fmt: skip
+    add_uncertainty(rows, predictions, w)
     write_summary(rows, Path(out_csv))
-    atomic_write_json(out_json, {"rows": rows, "training": [training_series(r) for r in training_records]})
+    atomic_write_json(out_json, {
+        "rows": rows,
+        "training": [training_series(r) for r in training_records],
+        "selection": {Path(path).stem: load_json(Path(path)) for path in selections},
+        "examples": answer_examples(rows, predictions),
+        "run": run_summary(evaluation_records + training_records),
+    })  # fmt: skip
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def training_series(record: dict[str, Any]) -> dict[str, Any]:
@@ -246,8 +296,6 @@ def training_series(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(summary: str, config: dict[str, Any], template_dir: str, out_html: str, out_pdf: str) -> None:
-    import datetime
-
     import yaml
 
     from joulebench.cells import prunes_all
@@ -271,5 +319,35 @@ def report(summary: str, config: dict[str, Any], template_dir: str, out_html: st
         ranking_note=RANKING_NOTE,
         training_note=training_note(data["training"]),
         prune_all=prunes_all(config),
+        run_info=run_info(data.get("run", {}), config),
+        selection=data.get("selection", {}),
+        examples=data.get("examples", []),
     )
     write_report(inputs, Path(template_dir), Path(out_html), Path(out_pdf))
+
+
+def config_sha256(config: dict[str, Any]) -> str:
+    """Hash of the config as the workflow saw it (defaults filled in), keys sorted."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_info(run: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """What the provenance page says about this run: its config hash, when its results were measured, where."""
+    finished = time.time()
+    info: dict[str, Any] = {"config_sha256": config_sha256(config), "finished": utc(finished)}
+    if run.get("first_job_started"):
+        started = datetime.datetime.fromisoformat(run["first_job_started"]).timestamp()
+        info.update(started=run["first_job_started"], duration_s=round(finished - started, 1))
+    if "job_seconds" in run:
+        info["job_seconds"] = round(run["job_seconds"], 1)
+    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    if image:
+        info["container_image"] = image
+    if "meters" in run:
+        info["meters"] = {component: ", ".join(sources) for component, sources in run["meters"].items()}
+    for key in ("grid_intensity_g_per_kwh", "pue", "tracking_mode"):
+        if key in run:
+            info[key] = ", ".join(str(value) for value in run[key])
+    energy = config.get("energy", {})
+    info["region"] = " / ".join(str(energy[key]) for key in ("country_iso_code", "region") if energy.get(key))
+    return info

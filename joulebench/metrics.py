@@ -303,3 +303,22 @@ def per_sample_quality(
         values = METRICS.get(metric).samples(predictions, references, settings)
         samples.update({column: values[column] for column in columns})
     return _ordered(samples)
+
+
+def quality_with_samples(
+    predictions: list[str], references: list[str], settings: MetricSettings | None = None
+) -> tuple[Scores, SampleScores]:
+    """Corpus values and per-example values of every metric, each metric's model run once. The corpus value is
+    the mean of the per-example values, except BLEU, which is corpus BLEU (per example: smoothed sentence BLEU)."""
+    settings = settings or MetricSettings()
+    check_pairs(predictions, references)
+    scores: Scores = {}
+    samples: SampleScores = {}
+    for name, columns in _plan(None).items():
+        metric = METRICS.get(name)
+        values = metric.samples(predictions, references, settings)
+        corpus = metric(predictions, references, settings) if metric.corpus is not None else None
+        for column in columns:
+            samples[column] = values[column]
+            scores[column] = corpus[column] if corpus is not None else _mean(values[column])
+    return _ordered(scores), _ordered(samples)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from joulebench import charts
 from joulebench.io import atomic_write_bytes, atomic_write_text
+from joulebench.rank import rank_cells
 from joulebench.sparse_kernels import DENSE_LABEL
 from joulebench.summary import COLUMNS
 
@@ -24,6 +26,21 @@ STYLESHEET_NAME = "style.css"
 MAX_ERROR_CHARS = 800
 
 RUN_DATE_KEYS = ("run_date", "run date", "date", "run_started")
+# Metrics with a paired-bootstrap difference against the base model, in table order, with their headings
+# (U+2011, a non-breaking hyphen, keeps "ROUGE-1" on one line in narrow columns).
+QUALITY_METRICS = {
+    "bleu": "BLEU", "rouge1": "ROUGE\u20111", "rouge2": "ROUGE\u20112", "rougeL": "ROUGE\u2011L", "meteor": "METEOR",
+    "bertscore_f1": "BERTScore F1", "cosine": "cosine", "rho": "ρ",
+}  # fmt: skip
+# run_info keys in display order, with their labels; other keys follow under their own names.
+RUN_INFO_LABELS = {
+    "started": "started", "finished": "finished", "duration_s": "duration", "job_seconds": "job time, summed",
+    "container_image": "container image", "container_digest": "container digest",
+    "meters": "energy meters (component: source)", "tracking_mode": "CodeCarbon tracking mode",
+    "grid_intensity_g_per_kwh": "grid carbon intensity (g CO₂e/kWh)", "pue": "PUE", "region": "region",
+}  # fmt: skip
+# Shown beside the configuration itself, not in the run table.
+RUN_INFO_ELSEWHERE = {"config_sha256"}
 # C0 controls other than tab/newline/CR are invalid in XML and mean nothing in a report.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -45,6 +62,14 @@ class ReportInputs:
     training_note: str
     prune_all: bool = False
     title: str = "joulebench report"
+    # config_sha256, started, finished, duration_s, container_image, container_digest, meters ({component: source}),
+    # grid_intensity_g_per_kwh, pue, region, tracking_mode; all optional, other keys are shown as given.
+    run_info: dict[str, Any] = field(default_factory=dict)
+    # dataset -> {"ranking": [...], "selected": [...]}: results/selection/<dataset>.json, entries with model, bits,
+    # epochs, finetune_rank, score, phi, rho, total_kwh.
+    selection: dict[str, Any] = field(default_factory=dict)
+    # Each: dataset, cell, id, target, prediction, base_prediction (model optional).
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- number formatting ------------------------------------------------------------------------
@@ -133,25 +158,6 @@ def is_top(row: Mapping[str, str], top_k: int) -> bool:
     return rank is not None and not charts.is_reference(row) and rank <= top_k
 
 
-def dataset_sections(rows: Sequence[Mapping[str, str]], top_k: int) -> list[dict[str, Any]]:
-    """Per dataset: evaluated rows (reference first, then by rank) and failed cells."""
-    with_model = charts.needs_model_prefix(rows)
-    sections = []
-    for dataset in charts.datasets_in_order(rows):
-        mine = [row for row in rows if row["dataset"] == dataset]
-        ok = sorted((row for row in mine if charts.is_ok(row)), key=charts.rank_key)
-        failed = sorted((row for row in mine if not charts.is_ok(row)), key=charts.cell_label)
-        sections.append({
-            "name": dataset,
-            "models": list(dict.fromkeys(row["model"] for row in mine)),
-            "ranked": [_decorate(row, with_model, top_k) for row in ok],
-            "dense_pruned": any(row["sparse_kernel"] == DENSE_LABEL for row in ok),
-            "sparse_pruned": any(row["speedup_vs_dense"] for row in ok),
-            "failed": [_decorate(row, with_model, top_k) for row in failed],
-        })
-    return sections
-
-
 def _decorate(row: Mapping[str, str], with_model: bool, top_k: int) -> dict[str, Any]:
     return {
         **row,
@@ -160,6 +166,119 @@ def _decorate(row: Mapping[str, str], with_model: bool, top_k: int) -> dict[str,
         "top": is_top(row, top_k),
         "error_short": truncate_error(row.get("error", "")),
     }
+
+
+def _selection_key(entry: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (str(entry.get("model", "")), charts.bits_key(entry.get("bits")), charts.bits_key(entry.get("epochs")))
+
+
+def finetune_ranking(
+    rows: Sequence[Mapping[str, str]], selection: Mapping[str, Any] | None, w: float, prune_all: bool,
+    with_model: bool,
+) -> list[dict[str, Any]]:
+    """One dataset's unpruned fine-tuned cells by `finetune_rank`, with the R that chose the top k.
+
+    That R is normalised over these cells only; it is taken from the selection file when there is one, else
+    recomputed from the rows' φ and ρ (φ_i = base_i / E_i, so base_i = φ_i · E_i gives back the same φ).
+    """
+    unpruned = [
+        row for row in rows
+        if charts.is_ok(row) and not charts.is_reference(row) and not charts.is_pruned(row)
+    ]  # fmt: skip
+    by_key = {_selection_key(e): e for e in (selection or {}).get("ranking", []) if isinstance(e, Mapping)}
+    chosen = {_selection_key(e) for e in (selection or {}).get("selected", []) if isinstance(e, Mapping)}
+    computed = _recomputed_scores(unpruned, w)
+    view = []
+    for row, score in zip(unpruned, computed, strict=True):
+        entry = by_key.get(_selection_key(row), {})
+        view.append({
+            **_decorate(row, with_model, 0),
+            "ft_score": entry.get("score", score),
+            "ft_phi": entry.get("phi", row.get("phi", "")),
+            "ft_rho": entry.get("rho", row.get("rho", "")),
+            "ft_p_first": format_share(row.get("finetune_p_first")),
+            "pruned": prune_all or str(row.get("top_k", "")).strip() in {"1", "True", "true"}
+            or _selection_key(row) in chosen,
+        })  # fmt: skip
+    return sorted(view, key=lambda r: (charts.to_float(r.get("finetune_rank")) or math.inf, r["label"]))
+
+
+def _recomputed_scores(rows: Sequence[Mapping[str, str]], w: float) -> list[Any]:
+    energies = [charts.to_float(row.get("total_kwh")) for row in rows]
+    phis = [charts.to_float(row.get("phi")) for row in rows]
+    rhos = [charts.to_float(row.get("rho")) for row in rows]
+    if not rows or any(v is None for v in (*energies, *phis, *rhos)):
+        return [""] * len(rows)
+    try:
+        bases = [p * e for p, e in zip(phis, energies, strict=True)]  # type: ignore[operator]
+        return [r.score for r in rank_cells(energies, bases, rhos, w)]  # type: ignore[arg-type]
+    except ValueError:
+        return [""] * len(rows)
+
+
+def format_share(value: Any) -> str:
+    number = charts.to_float(value)
+    return "" if number is None else f"{100 * number:.0f} %"
+
+
+def format_delta(value: Any) -> str:
+    number = charts.to_float(value)
+    return "" if number is None else f"{number:+.3f}"
+
+
+def quality_view(rows: Sequence[Mapping[str, str]], with_model: bool) -> list[dict[str, Any]]:
+    """Per tuned cell: each metric's difference against the base with its interval and verdict, and p_first.
+
+    A difference without both interval bounds is not shown (never an improvement without its interval).
+    """
+    view = []
+    for row in rows:
+        if charts.is_reference(row) or not charts.is_ok(row):
+            continue
+        cells = {}
+        for metric in QUALITY_METRICS:
+            if not charts.has_uncertainty(row, metric):
+                cells[metric] = None
+                continue
+            delta, low, high = (charts.to_float(row[f"delta_{metric}{s}"]) for s in ("", "_lo", "_hi"))
+            verdict = charts.change_verdict(delta, low, high)  # type: ignore[arg-type]
+            cells[metric] = {
+                "delta": format_delta(delta), "interval": f"[{low:.3f}, {high:.3f}]", "verdict": verdict,
+                "mark": charts.VERDICT_MARKS[verdict], "css": verdict.replace(" ", "-"),
+            }  # fmt: skip
+        view.append({
+            "label": charts.cell_label(row, with_model), "rank": row.get("rank", ""), "metrics": cells,
+            "p_first": format_share(row.get("p_first")),
+        })  # fmt: skip
+    return view
+
+
+def dataset_sections(
+    rows: Sequence[Mapping[str, str]], top_k: int, w: float = 0.5, prune_all: bool = False,
+    selection: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Per dataset: the fine-tune ranking, the final ranking (reference first, then by rank), the quality
+    differences against the base model, and the cells that did not finish."""
+    with_model = charts.needs_model_prefix(rows)
+    sections = []
+    for dataset in charts.datasets_in_order(rows):
+        mine = [row for row in rows if row["dataset"] == dataset]
+        ok = sorted((row for row in mine if charts.is_ok(row)), key=charts.rank_key)
+        failed = sorted((row for row in mine if not charts.is_ok(row)), key=charts.cell_label)
+        quality = quality_view(ok, with_model)
+        sections.append({
+            "name": dataset,
+            "models": list(dict.fromkeys(row["model"] for row in mine)),
+            "finetune": finetune_ranking(ok, (selection or {}).get(dataset), w, prune_all, with_model),
+            "ranked": [_decorate(row, with_model, top_k) for row in ok],
+            "dense_pruned": any(row["sparse_kernel"] == DENSE_LABEL for row in ok),
+            "sparse_pruned": any(row["speedup_vs_dense"] for row in ok),
+            "quality": quality,
+            "has_intervals": any(cell for q in quality for cell in q["metrics"].values()),
+            "has_p_first": any(q["p_first"] for q in quality),
+            "failed": [_decorate(row, with_model, top_k) for row in failed],
+        })  # fmt: skip
+    return sections
 
 
 def energy_table(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
@@ -176,15 +295,15 @@ def training_table(training: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     with_model = charts.needs_model_prefix(training)
     table = []
     datasets = charts.datasets_in_order(training)
-    cells = sorted(charts.loss_cells(training), key=lambda cell: datasets.index(str(cell.get("dataset", ""))))
+    cells = [cell for cell in training if any(charts.to_float(v) is not None for v in cell.get("losses") or [])]
+    cells.sort(key=lambda c: (datasets.index(str(c.get("dataset", ""))), charts.to_float(c.get("bits")) or 0.0,
+                              charts.to_float(c.get("epochs")) or 0.0))
     for cell in cells:
         losses = [x for x in (charts.to_float(v) for v in cell.get("losses") or []) if x is not None]
         kwh = [x for x in (charts.to_float(v) for v in cell.get("epoch_kwh") or []) if x is not None]
         table.append({
             "dataset": _text(cell.get("dataset")),
             "label": charts.cell_label({**cell, "is_reference": "0", "pruning": ""}, with_model),
-            "bits": charts.bits_key(cell.get("bits")),
-            "epochs": charts.bits_key(cell.get("epochs")),
             "loss_first": losses[0] if losses else "",
             "loss_last": losses[-1] if losses else "",
             "train_kwh": sum(kwh) if kwh else "",
@@ -193,37 +312,145 @@ def training_table(training: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     return table
 
 
-def run_date(provenance: Mapping[str, str]) -> str:
+def at_a_glance(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """Per dataset, the tuned cells that win on R, on ρ and on energy (ties: the better rank)."""
+    with_model = charts.needs_model_prefix(rows)
+    fronts = charts.pareto_fronts(rows)
+    summary = []
+    for dataset in charts.datasets_in_order(rows):
+        tuned = sorted(
+            (r for r in rows if r["dataset"] == dataset and charts.is_ok(r) and not charts.is_reference(r)),
+            key=charts.rank_key,
+        )
+        picks = []
+        criteria = (("best R", "score", 1), ("highest ρ", "rho", 1), ("least energy", "total_kwh", -1))
+        for criterion, key, sign in criteria:
+            scored = [r for r in tuned if charts.to_float(r.get(key)) is not None]
+            if scored:
+                best = max(scored, key=lambda r: sign * (charts.to_float(r.get(key)) or 0.0))
+                picks.append({**_decorate(best, with_model, 0), "criterion": criterion,
+                              "p_first_share": format_share(best.get("p_first"))})  # fmt: skip
+        evaluated = sum(1 for r in rows if r["dataset"] == dataset and charts.is_ok(r))
+        summary.append({"name": dataset, "picks": picks, "front": len(fronts.get(dataset, [])),
+                        "evaluated": evaluated})  # fmt: skip
+    return summary
+
+
+def pareto_table(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    with_model = charts.needs_model_prefix(rows)
+    return [
+        {**_decorate(row, with_model, 0), "dataset": dataset}
+        for dataset, front in charts.pareto_fronts(rows).items()
+        for row in front
+    ]
+
+
+def impact_flags(rows: Sequence[Mapping[str, str]]) -> dict[str, bool]:
+    """Which kinds of verdict the pruning-impact figure shows, so its caption explains only those."""
+    changes = [c for e in charts.pruning_impact(rows) for c in (e["vs_parent"], e["vs_base"]) if c is not None]
+    return {
+        "any": bool(changes),
+        "interval": any(c.has_interval for c in changes),
+        "sign_only": any(not c.has_interval and c.verdict != charts.NO_INTERVAL for c in changes),
+        "no_interval": any(c.verdict == charts.NO_INTERVAL for c in changes),
+    }
+
+
+def format_duration(seconds: Any) -> str:
+    number = charts.to_float(seconds)
+    if number is None:
+        return _text(seconds)
+    whole = int(round(number))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h"] if hours else []
+    parts += [f"{minutes} min"] if hours or minutes else []
+    return " ".join([*parts, f"{secs} s"]) + f" ({number:g} s)"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k}: {_describe(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return ", ".join(_describe(v) for v in value)
+    return _text(value)
+
+
+def run_info_items(run_info: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) per run_info entry that has a value (but the config hash); the container line is always
+    there."""
+    items = []
+    present = {k: v for k, v in run_info.items() if _describe(v) != "" and k not in RUN_INFO_ELSEWHERE}
+    for key in [*RUN_INFO_LABELS, *(k for k in present if k not in RUN_INFO_LABELS)]:
+        if key == "container_image" and key not in present:
+            items.append((RUN_INFO_LABELS[key], "not run in a container"))
+        elif key in present:
+            timed = key in ("duration_s", "job_seconds")
+            value = format_duration(present[key]) if timed else _describe(present[key])
+            items.append((RUN_INFO_LABELS.get(key, key.replace("_", " ")), value))
+    return items
+
+
+def examples_view(examples: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    return [
+        {key: _text(example.get(key)) for key in ("dataset", "model", "cell", "id", "target", "prediction",
+                                                   "base_prediction")}
+        for example in examples
+    ]
+
+
+def run_date(provenance: Mapping[str, str], run_info: Mapping[str, Any] | None = None) -> str:
     for key in RUN_DATE_KEYS:
         if provenance.get(key):
             return str(provenance[key])
-    return ""
+    return _text((run_info or {}).get("started"))
+
+
+def energy_lead(energy_note: str) -> str:
+    """The energy note's first sentence (estimates or counters), repeated under every figure."""
+    head, dot, _ = energy_note.partition(". ")
+    return head + dot.strip() if dot else energy_note
 
 
 def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
     rows = [normalise_row(row) for row in inputs.rows]
+    config_hash = _text(inputs.run_info.get("config_sha256"))
     return {
         "title": inputs.title,
-        "run_date": run_date(inputs.provenance),
+        "run_date": run_date(inputs.provenance, inputs.run_info),
         "w": inputs.w,
         "top_k": inputs.top_k,
         "prune_all": inputs.prune_all,
         "dense_kernel_label": DENSE_LABEL,
         "energy_note": inputs.energy_note,
+        "energy_lead": energy_lead(inputs.energy_note),
         "ranking_note": inputs.ranking_note,
         "training_note": inputs.training_note,
         "config_yaml": inputs.config_yaml,
+        "config_hash": config_hash,
+        "config_text_hash": hashlib.sha256(inputs.config_yaml.encode("utf-8")).hexdigest(),
         "provenance": [(str(k), _text(v)) for k, v in inputs.provenance.items()],
-        "datasets": dataset_sections(rows, inputs.top_k),
+        "run_info": run_info_items(inputs.run_info),
+        "datasets": dataset_sections(rows, inputs.top_k, inputs.w, inputs.prune_all, inputs.selection),
+        "quality_names": QUALITY_METRICS,
         "energy_rows": energy_table(rows),
         "energy_sources": sorted({row["energy_source"] for row in rows if row["energy_source"]}),
         "training": training_table(inputs.training),
+        "pareto": pareto_table(rows),
+        "glance": (glance := at_a_glance(rows)),
+        "glance_p_first": any(pick["p_first_share"] for ds in glance for pick in ds["picks"]),
+        "impact": impact_flags(rows),
+        "carbon_is_cell_total": charts.inference_carbon_key(rows) != charts.INFER_EMISSIONS_KEY,
+        "not_ok": [_decorate(row, charts.needs_model_prefix(rows), 0) for row in rows if not charts.is_ok(row)],
+        "examples": examples_view(inputs.examples),
         "show_model": charts.needs_model_prefix(rows),
         # Trusted: generated by joulebench.charts / read from our own template folder.
         "stylesheet": Markup(stylesheet),
         "chart_energy": Markup(charts.energy_breakdown_svg(rows)),
-        "chart_loss": Markup(charts.loss_curves_svg(inputs.training)),
-        "chart_scatter": Markup(charts.energy_vs_quality_svg(rows)),
+        "chart_loss_energy": Markup(charts.loss_energy_svg(inputs.training)),
+        "chart_inference": Markup(charts.inference_svg(rows)),
+        "chart_pruning": Markup(charts.pruning_impact_svg(rows)),
+        "chart_pareto": Markup(charts.pareto_svg(rows)),
     }
 
 

@@ -20,6 +20,8 @@ COLUMNS = [
     "tokens_per_s", "tokens_per_s_ci95", "latency_s", "latency_s_ci95", "peak_mem_mb", "model_size_mb", "sparsity",
     "sparse_kernel", "speedup_vs_dense", "dense_j_per_token",
     "phi", "rho", "score", "rank", "finetune_rank", "top_k",
+    "delta_rho", "delta_rho_lo", "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first",
+    "delta_parent_rho", "delta_parent_rho_lo", "delta_parent_rho_hi", "verdict_parent_rho",
     "train_loss_first", "train_loss_last", "train_wall_s", "generated_tokens",
     "energy_source", "tracking_mode", "peak_mem_kind", "error",
 ]  # fmt: skip
@@ -129,3 +131,96 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def run_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """When the jobs behind these results ran, and how their energy was measured (from each job's provenance)."""
+    provenances = [record.get("provenance", {}) for record in records]
+    started = [p["started_utc"] for p in provenances if "started_utc" in p]
+    finished = [p["finished_utc"] for p in provenances if "finished_utc" in p]
+    measurements = [p["measurement"] for p in provenances if "measurement" in p]
+    summary: dict[str, Any] = {
+        "jobs": len(records),
+        "job_seconds": sum(p.get("job_seconds", 0.0) for p in provenances),
+    }
+    if started and finished:
+        summary.update(first_job_started=min(started), last_job_finished=max(finished))
+    if measurements:
+        summary["meters"] = {c: sorted({m["sources"].get(c, "") for m in measurements}) for c in ("cpu", "gpu", "ram")}
+        summary["grid_intensity_g_per_kwh"] = sorted({round(m["carbon_kg_per_kwh"] * 1000, 3) for m in measurements})
+        summary["pue"] = sorted({m["pue"] for m in measurements})
+        summary["tracking_mode"] = sorted({m["tracking_mode"] for m in measurements})
+    return summary
+
+
+def answer_examples(
+    rows: Sequence[dict[str, Any]], predictions: dict[tuple[Any, ...], list[dict[str, Any]]], count: int = 3
+) -> list[dict[str, Any]]:
+    """The first `count` test items of each dataset's best-ranked cell, with the base model's answer beside."""
+    examples = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        ranked = [r for r in rows if r["dataset"] == dataset and r.get("rank")]
+        if not ranked:
+            continue
+        best = min(ranked, key=lambda r: r["rank"])
+        base = next((r for r in rows if r["dataset"] == dataset and r["model"] == best["model"]
+                     and r["is_reference"] and r["status"] == "ok"), None)  # fmt: skip
+        base_items = predictions.get(cell_key(base), []) if base else []
+        base_answers = {item["id"]: item["prediction"] for item in base_items}
+        label = f"b{best['bits']} e{best['epochs']} {best['pruning']}"
+        for item in predictions.get(cell_key(best), [])[:count]:
+            examples.append({"dataset": dataset, "model": best["model"], "cell": label, "id": item["id"],
+                             "target": item["target"], "prediction": item["prediction"],
+                             "base_prediction": base_answers.get(item["id"], "")})  # fmt: skip
+    return examples
+
+
+def cell_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[key] for key in ("dataset", "model", "bits", "epochs", "pruning"))
+
+
+def add_uncertainty(
+    rows: Sequence[dict[str, Any]],
+    predictions: dict[tuple[Any, ...], list[dict[str, Any]]],
+    w: float,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> None:
+    """Paired bootstrap intervals of every quality metric against the base model (`delta_<m>`, `_lo`, `_hi`,
+    `verdict_<m>`), of a pruned cell's ρ against its unpruned parent (`delta_parent_rho`, ...), and how often each
+    cell ranks first when the test items are resampled: over all tuned cells (`p_first`) and over the unpruned ones
+    that the top-k selection ranked (`finetune_p_first`). Cells without per-item scores are left without them."""
+    from joulebench.uncertainty import CellSample, item_rho, paired_bootstrap, rank_stability
+
+    def item_scores(row: dict[str, Any]) -> dict[str, list[float]] | None:
+        """Per metric, the row's per-item scores in test-item id order (the pairing is by item)."""
+        items = sorted(predictions.get(cell_key(row), []), key=lambda item: str(item["id"]))
+        if not items or any("scores" not in item for item in items):
+            return None
+        return {metric: [item["scores"][metric] for item in items] for metric in items[0]["scores"]}
+
+    bases = {(r["dataset"], r["model"]): r for r in rows if r["is_reference"] and r["status"] == "ok"}
+    parents = {cell_key(r)[:4]: r for r in rows if r["pruning"] == "none" and r["status"] == "ok"}
+    for dataset in sorted({r["dataset"] for r in rows}):
+        samples: list[tuple[dict[str, Any], CellSample]] = []
+        for row in rows:
+            base = bases.get((row["dataset"], row["model"]))
+            if row["dataset"] != dataset or row["is_reference"] or row["status"] != "ok" or base is None:
+                continue
+            cell, reference = item_scores(row), item_scores(base)
+            if cell is None or reference is None:
+                continue
+            for metric, interval in paired_bootstrap(cell, reference, resamples, seed).items():
+                row.update({f"delta_{metric}": interval.estimate, f"delta_{metric}_lo": interval.low,
+                            f"delta_{metric}_hi": interval.high, f"verdict_{metric}": interval.verdict})  # fmt: skip
+            samples.append((row, CellSample(row["total_kwh"], base["total_kwh"], item_rho(cell))))
+            parent = parents.get(cell_key(row)[:4])
+            parent_scores = item_scores(parent) if parent is not None and parent is not row else None
+            if parent_scores is not None:
+                interval = paired_bootstrap(cell, parent_scores, resamples, seed)["rho"]
+                row.update(delta_parent_rho=interval.estimate, delta_parent_rho_lo=interval.low,
+                           delta_parent_rho_hi=interval.high, verdict_parent_rho=interval.verdict)  # fmt: skip
+        unpruned = [sample for sample in samples if sample[0]["pruning"] == "none"]
+        for key, chosen in (("p_first", samples), ("finetune_p_first", unpruned)):
+            for (row, _), share in zip(chosen, rank_stability([c for _, c in chosen], w, resamples, seed), strict=True):
+                row[key] = share

@@ -101,5 +101,11 @@ def eval_records(wildcards):
     return [f"{cell.dir}/eval.json" for cell in UNPRUNED_CELLS + pruned]
 
 
+def selection_records(wildcards):
+    if grid.prunes_all(config) or not PRUNING:
+        return []
+    return [checkpoints.select_for_pruning.get(dataset=dataset).output.selection for dataset in config["datasets"]]
+
+
 def train_records(wildcards):
     return [f"{cell.dir}/train.json" for cell in FINETUNE_CELLS]

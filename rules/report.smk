@@ -2,6 +2,7 @@ rule aggregate:
     input:
         evaluations=eval_records,
         trainings=train_records,
+        selections=selection_records,
     output:
         csv="results/summary.csv",
         json="results/summary.json",

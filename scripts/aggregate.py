@@ -5,6 +5,7 @@ with job_context(sm.log[0], sm.threads):
     aggregate(
         list(sm.input.evaluations),
         list(sm.input.trainings),
+        list(sm.input.selections),
         sm.params.w,
         sm.params.top_k,
         sm.output.csv,

@@ -192,3 +192,14 @@ def test_ensure_wordnet_names_the_fix(monkeypatch) -> None:
     monkeypatch.setattr(wordnet, "synsets", lookup_fails)
     with pytest.raises(wn_install.WordNetMissing, match="python -m joulebench.wordnet"):
         wn_install.ensure_wordnet()
+
+
+def test_one_pass_gives_the_corpus_values_and_the_per_example_values():
+    from joulebench.metrics import quality_with_samples
+
+    predictions = ["the link is down", "bgp flap", "restart the router now"]
+    references = ["the link went down", "bgp session flapped", "reboot the router"]
+    corpus, samples = quality_with_samples(predictions, references)
+    assert corpus == pytest.approx(compute_quality(predictions, references))
+    per_example = per_sample_quality(predictions, references)
+    assert samples.keys() == per_example.keys() and all(samples[k] == pytest.approx(per_example[k]) for k in samples)

@@ -2,85 +2,239 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
+import urllib.request
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from joulebench import charts, report
-from joulebench.report import ReportInputs, format_kwh, format_metric, render_html, write_report
+from joulebench import report
+from joulebench.report import ReportInputs, format_duration, format_kwh, format_metric, render_html, write_report
+from joulebench.sparse_kernels import DENSE_LABEL
 
 from .conftest import ROOT
 
 TEMPLATES = ROOT / "report"
 SCRIPT = "<script>alert(1)</script>"
-IMG = '<img src="http://example.invalid/x">'
+IMG = "<img src=http://example.invalid/x>"
+XHTML = "{http://www.w3.org/1999/xhtml}"
+FIGURES = {
+    "fig-energy-breakdown": "Figure 1. Energy by component.",
+    "fig-loss-energy": "Figure 2. Training loss against training energy.",
+    "fig-inference-precision": "Figure 3. Inference energy and carbon by precision.",
+    "fig-pruning-impact": "Figure 4. Pruning impact on quality.",
+    "fig-pareto": "Figure 5. Energy–quality Pareto front.",
+}
+
+# --- a realistic fixture: the rca cells of a finished default run (rounded), plus a small saf grid -------------
+
+# (bits, epochs, pruning, rank, finetune_rank, total_kwh, train_kwh, infer_kwh, rho, score)
+RCA_CELLS = [
+    (32, 0, "none", None, None, 1.08e-05, 0.0, 5.544e-06, 0.097, None),
+    (4, 1, "none", 2, 1, 7.829e-05, 6.637e-05, 4.861e-06, 0.2114, 0.8292),
+    (4, 3, "none", 18, 6, 0.0002099, 0.0001987, 4.578e-06, 0.3668, 0.4854),
+    (8, 1, "none", 12, 3, 0.0001082, 9.547e-05, 6.728e-06, 0.2091, 0.6344),
+    (8, 3, "none", 20, 8, 0.0003081, 0.0002952, 6.637e-06, 0.4228, 0.4363),
+    (16, 1, "none", 4, 2, 7.862e-05, 6.803e-05, 4.187e-06, 0.2095, 0.8251),
+    (16, 3, "none", 17, 5, 0.0002161, 0.0002039, 4.972e-06, 0.4218, 0.5114),
+    (32, 1, "none", 14, 4, 0.0001098, 9.806e-05, 5.616e-06, 0.2095, 0.6272),
+    (32, 3, "none", 19, 7, 0.0003011, 0.0002891, 6.124e-06, 0.4907, 0.482),
+    (4, 1, "magnitude 30%", 3, None, 7.832e-05, 6.637e-05, 4.793e-06, 0.2109, 0.8287),
+    (4, 1, "magnitude 2:4", 1, None, 7.865e-05, 6.637e-05, 5.117e-06, 0.2329, 0.8392),
+    (4, 1, "wanda 2:4", 7, None, 8.1e-05, 6.637e-05, 5.062e-06, 0.211, 0.8056),
+    (4, 1, "sparsegpt 2:4", 9, None, 8.372e-05, 6.637e-05, 4.717e-06, 0.2046, 0.7797),
+    (16, 1, "magnitude 30%", 5, None, 7.892e-05, 6.803e-05, 4.397e-06, 0.2099, 0.8228),
+    (16, 1, "magnitude 2:4", 6, None, 7.886e-05, 6.803e-05, 4.43e-06, 0.2085, 0.8224),
+    (16, 1, "wanda 2:4", 8, None, 8.126e-05, 6.803e-05, 4.626e-06, 0.2066, 0.8007),
+    (16, 1, "sparsegpt 2:4", 10, None, 8.521e-05, 6.803e-05, 4.613e-06, 0.2002, 0.7655),
+    (8, 1, "magnitude 30%", 13, None, 0.0001085, 9.547e-05, 6.491e-06, 0.2101, 0.6338),
+    (8, 1, "magnitude 2:4", 11, None, 0.0001081, 9.547e-05, 5.654e-06, 0.2195, 0.6414),
+    (8, 1, "wanda 2:4", 15, None, 0.0001112, 9.547e-05, 6.176e-06, 0.2076, 0.6197),
+    (8, 1, "sparsegpt 2:4", 16, None, 0.0001141, 9.547e-05, 6.446e-06, 0.2082, 0.6074),
+]
+SAF_CELLS = [
+    (32, 0, "none", None, None, 2.1e-05, 0.0, 1.1e-05, 0.12, None),
+    (4, 1, "none", 2, 1, 0.00015, 0.00013, 9.0e-06, 0.25, 0.81),
+    (16, 1, "none", 3, 2, 0.00016, 0.00014, 8.5e-06, 0.24, 0.78),
+    (4, 1, "magnitude 30%", 1, None, 0.000151, 0.00013, 9.2e-06, 0.26, 0.83),
+]
+# Per-metric multiples of ρ whose mean is 1, so ρ stays the mean of the seven metrics.
+METRIC_SHARE = {"bleu": 0.2, "rouge1": 1.2, "rouge2": 0.6, "rougeL": 1.1, "meteor": 0.9, "bertscore_f1": 1.6,
+                "cosine": 1.4}  # fmt: skip
+P_FIRST = {1: 0.46, 2: 0.31, 3: 0.12, 4: 0.06}
+TRAINING_RCA = {  # (bits, epochs): (losses, epoch_kwh)
+    (4, 1): ([0.7071], [6.637e-05]),
+    (4, 3): ([0.7071, 0.5801, 0.5434], [6.742e-05, 6.650e-05, 6.478e-05]),
+    (8, 1): ([0.7054], [9.546e-05]),
+    (8, 3): ([0.7054, 0.5791, 0.5456], [9.812e-05, 9.922e-05, 9.787e-05]),
+    (16, 1): ([0.7054], [6.803e-05]),
+    (16, 3): ([0.7054, 0.5793, 0.5453], [7.468e-05, 6.383e-05, 6.541e-05]),
+    (32, 1): ([0.7053], [9.805e-05]),
+    (32, 3): ([0.7053, 0.5795, 0.5448], [9.888e-05, 9.659e-05, 9.362e-05]),
+}
 
 
-def _row(dataset, bits, epochs, pruning, rank, score, status="ok", error="", reference=False):
-    return {
-        "dataset": dataset, "model": "tiny-llama", "bits": str(bits), "epochs": str(epochs),
-        "pruning": pruning, "status": status, "is_reference": "1" if reference else "0",
-        "train_kwh": "0.0001", "prepare_kwh": "1e-05", "infer_kwh": "2e-05", "cpu_kwh": "4e-05",
-        "gpu_kwh": "0", "ram_kwh": "9e-05", "total_kwh": "0.00013", "emissions_kg": "2e-05",
-        "bleu": "0.1", "rouge1": "0.3", "rouge2": "0.2", "rougeL": "0.25", "meteor": "0.3",
-        "bertscore_f1": "0.5", "cosine": "0.4", "tokens_per_s": "1500", "latency_s": "0.01",
-        "peak_mem_mb": "600", "model_size_mb": "3", "sparsity": "0.5" if pruning == "2:4" else "0",
-        "phi": "0.1", "rho": "0.3", "score": str(score), "rank": str(rank),
-        "energy_source": "cpu=codecarbon-estimate; gpu=none; ram=codecarbon-estimate",
-        "tracking_mode": "process", "train_loss_first": "0.6", "train_loss_last": "0.5", "error": error,
+def _cell_row(dataset: str, model: str, cell: tuple, base_total: float, top_k: int = 3) -> dict[str, Any]:
+    bits, epochs, pruning, rank, ft_rank, total, train, infer, rho, score = cell
+    pruned = pruning != "none"
+    row: dict[str, Any] = {
+        "dataset": dataset, "model": model, "bits": bits, "epochs": epochs, "pruning": pruning,
+        "pruning_method": pruning.split()[0] if pruned else "none", "status": "ok", "is_reference": int(epochs == 0),
+        "train_kwh": train, "prepare_kwh": total - train - infer, "infer_kwh": infer, "infer_kwh_ci95": infer * 0.035,
+        "cpu_kwh": 0.29 * total, "gpu_kwh": 0.0, "ram_kwh": 0.71 * total, "total_kwh": total,
+        "gross_kwh": total, "net_kwh": 0.0, "emissions_kg": total * 0.0039, "idle_w": 15.0, "repeats": 5,
+        "energy_cv": 0.03, "infer_j_per_token": infer * 3.6e6 / 1920, "wh_per_1k_queries": infer * 1e6 / 40,
+        "cpu_source": "codecarbon-estimate", "gpu_source": "none", "ram_source": "codecarbon-estimate",
+        "energy_source": "cpu=codecarbon-estimate; gpu=none; ram=codecarbon-estimate", "tracking_mode": "process",
+        "tokens_per_s": 1500.0 - 20 * bits, "latency_s": 0.03, "peak_mem_mb": 650.0,
+        "model_size_mb": {4: 2.7, 8: 5.3, 16: 7.5, 32: 15.0}[bits],
+        "sparsity": (0.5 if "2:4" in pruning else 0.3) if pruned else 0.0,
+        "sparse_kernel": DENSE_LABEL if pruned else "",
+        "rho": rho, "phi": base_total / total, "score": score, "rank": rank,
+        "finetune_rank": ft_rank, "top_k": None if ft_rank is None else int(ft_rank <= top_k), "error": "",
     }  # fmt: skip
+    row.update({metric: rho * share for metric, share in METRIC_SHARE.items()})
+    return row
 
 
-def _rows() -> list[dict]:
-    rows = [
-        _row("rca", 32, 0, "none", "", "", reference=True),
-        _row("rca", 4, 3, "none", 2, 0.6),
-        _row("rca", 4, 1, "none", 1, 0.9),
-        _row("rca", 4, 1, "2:4", 3, 0.5),
-        _row("rca", 8, 1, "none", "", "", status="failed", error=f"{SCRIPT} {IMG}"),
-        _row("saf", 32, 0, "none", "", "", reference=True),
-        _row("saf", 16, 1, "none", 2, 0.4),
-        _row("saf", 16, 1, "none", 1, 0.8),
-    ]
-    # Spread the energies over > 10x so the scatter takes its log-scale branch too.
-    for i, row in enumerate(rows):
-        row["total_kwh"] = f"{0.00013 * 3**i:.6g}"
-    return rows
+def _add_uncertainty(rows: list[dict[str, Any]]) -> None:
+    """Interval fields as joulebench.summary.add_uncertainty writes them, with a mix of verdicts."""
+    base = next(r for r in rows if r["is_reference"])
+    parents = {(r["bits"], r["epochs"]): r for r in rows if r["pruning"] == "none" and not r["is_reference"]}
+    for row in rows:
+        if row["is_reference"]:
+            continue
+        for metric in [*METRIC_SHARE, "rho"]:
+            delta = row[metric] - base[metric]
+            half = 0.03 if metric == "bleu" else 0.4 * abs(delta) + 0.004
+            if metric == "cosine" and row["pruning_method"] == "sparsegpt":
+                delta, half = -0.02, 0.015
+            low, high = delta - half, delta + half
+            verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
+            row.update({f"delta_{metric}": delta, f"delta_{metric}_lo": low, f"delta_{metric}_hi": high,
+                        f"verdict_{metric}": verdict})  # fmt: skip
+        row["p_first"] = P_FIRST.get(row["rank"], 0.05 / 16)
+        if row["pruning"] == "none":
+            row["finetune_p_first"] = {1: 0.52, 2: 0.41, 3: 0.07}.get(row["finetune_rank"], 0.0)
+        else:
+            delta = row["rho"] - parents[(row["bits"], row["epochs"])]["rho"]
+            row.update(delta_parent_rho=delta, delta_parent_rho_lo=delta - 0.005, delta_parent_rho_hi=delta + 0.005)
 
 
-def inputs(**overrides) -> ReportInputs:
-    training = [
-        {"dataset": "rca", "model": "tiny-llama", "bits": 4, "epochs": 3, "losses": [0.6, 0.5, 0.45],
-         "epoch_kwh": [1e-5, 1e-5, 1e-5], "wall_s": 10.0},
-        {"dataset": "saf", "model": "tiny-llama", "bits": 16, "epochs": 1, "losses": [0.9],
-         "epoch_kwh": [2e-5], "wall_s": 5.0},
+def realistic_rows(uncertainty: bool = True) -> list[dict[str, str]]:
+    rca = [_cell_row("rca", "tiny-llama", cell, RCA_CELLS[0][5]) for cell in RCA_CELLS]
+    if uncertainty:
+        _add_uncertainty(rca)
+    saf = [_cell_row("saf", "tiny-llama", cell, SAF_CELLS[0][5]) for cell in SAF_CELLS]
+    saf += [
+        {"dataset": "saf", "model": "tiny-llama", "bits": 8, "epochs": 1, "pruning": "none", "pruning_method": "none",
+         "status": "failed", "is_reference": 0,
+         "error": "Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory"},
+        {"dataset": "saf", "model": "tiny-llama", "bits": 16, "epochs": 1, "pruning": "wanda 2:4",
+         "pruning_method": "wanda", "status": "skipped", "is_reference": 0,
+         "error": "calibration split has no examples"},
     ]  # fmt: skip
-    values = dict(
-        rows=_rows(), training=training, config_yaml=f"w: 0.7\nnote: {SCRIPT}\nlink: {IMG}\n", w=0.7, top_k=2,
-        provenance={"torch": "2.13.0", "run date": "2026-11-22", "hardware": IMG},
-        energy_note="ENERGY-NOTE: CPU and RAM energy are CodeCarbon estimates here",
-        ranking_note="RANKING-NOTE", training_note=f"TRAINING-NOTE 0.6 → 0.45 {IMG}",
+    # The report script hands the template strings, as read from summary.json.
+    return [{k: "" if v is None else str(v) for k, v in row.items()} for row in rca + saf]
+
+
+def realistic_training() -> list[dict[str, Any]]:
+    training = [
+        {"dataset": "rca", "model": "tiny-llama", "bits": bits, "epochs": epochs, "losses": losses,
+         "epoch_kwh": kwh, "wall_s": 17.0 * epochs}
+        for (bits, epochs), (losses, kwh) in TRAINING_RCA.items()
+    ]  # fmt: skip
+    training += [
+        {"dataset": "saf", "model": "tiny-llama", "bits": 4, "epochs": 1, "losses": [1.21], "epoch_kwh": [0.00013],
+         "wall_s": 31.0},
+        {"dataset": "saf", "model": "tiny-llama", "bits": 16, "epochs": 1, "losses": [1.19], "epoch_kwh": [0.00014],
+         "wall_s": 33.0},
+    ]  # fmt: skip
+    return training
+
+
+def realistic_selection() -> dict[str, Any]:
+    ranking = [
+        {"model": "tiny-llama", "bits": bits, "epochs": epochs, "finetune_rank": ft, "score": score, "rho": rho,
+         "phi": RCA_CELLS[0][5] / total, "total_kwh": total}
+        for bits, epochs, pruning, _, ft, total, _, _, rho, score in RCA_CELLS if ft is not None
+    ]  # fmt: skip
+    ranking.sort(key=lambda e: e["finetune_rank"])
+    return {"rca": {"ranking": ranking, "selected": ranking[:3], "top_k": 3, "w": 0.7}}
+
+
+def realistic_inputs(**overrides: Any) -> ReportInputs:
+    values: dict[str, Any] = dict(
+        rows=realistic_rows(), training=realistic_training(),
+        config_yaml="w: 0.7\ntop_k: 3\nbits: [4, 8, 16, 32]\nepochs: [1, 3]\nenergy:\n  pue: 1.0\n", w=0.7, top_k=3,
+        provenance={"python": "3.11.2", "torch": "2.13.0", "cpu": "AMD EPYC", "gpu": "none"},
+        energy_note="CPU and RAM energy figures in this report are estimates, not measurements. CPU energy: a "
+        "CodeCarbon estimate. GPU energy: not present (no such device, so 0). RAM energy: a CodeCarbon estimate.",
+        ranking_note="RANKING-NOTE R = w·φ/max φ + (1−w)·ρ/max ρ.",
+        training_note="Training loss fell in 4 of 4 multi-epoch fine-tuning cells.",
+        run_info={
+            "config_sha256": "ab" * 32, "started": "2026-11-22T02:24:12Z", "finished": "2026-11-22T02:35:15Z",
+            "duration_s": 663.0, "meters": {"cpu": "codecarbon-estimate", "gpu": "none", "ram": "codecarbon-estimate"},
+            "grid_intensity_g_per_kwh": 3.9, "pue": 1.0, "region": "CAN / quebec", "tracking_mode": "process",
+        },
+        selection=realistic_selection(),
+        examples=[
+            {"dataset": "rca", "model": "tiny-llama", "cell": "b4 e1 magnitude 2:4", "id": "TKT-000435",
+             "target": "Cause: OSPF hello/dead timer mismatch on xe-0/0/16. Fix: Set the same intervals on both ends.",
+             "prediction": "Cause: A rogue client on VLAN 30 drained pool 10.25.72.0/24.\nFix: Enable DHCP snooping.",
+             "base_prediction": "interface interface interface"},
+            {"dataset": "saf", "model": "tiny-llama", "cell": "b4 e1 magnitude 30%", "id": "q7-a3",
+             "target": "Correct. The stack is LIFO.", "prediction": f"Correct. {SCRIPT} {IMG} & more",
+             "base_prediction": ""},
+        ],
     )  # fmt: skip
     values.update(overrides)
     return ReportInputs(**values)
 
 
+def hostile_inputs() -> ReportInputs:
+    """Names and model text that are markup, in every place data reaches the report."""
+    rows = realistic_rows()
+    for row in rows:
+        if row["dataset"] == "saf":
+            row["dataset"] = f"saf {SCRIPT}"
+            row["model"] = f"tiny {IMG}"
+    training = realistic_training()
+    for cell in training:
+        if cell["dataset"] == "saf":
+            cell["dataset"], cell["model"] = f"saf {SCRIPT}", f"tiny {IMG}"
+    return realistic_inputs(
+        rows=rows, training=training, selection={},
+        provenance={"hardware": IMG}, run_info={"region": SCRIPT, "container_image": IMG},
+        examples=[{"dataset": f"saf {SCRIPT}", "cell": IMG, "id": SCRIPT, "target": IMG,
+                   "prediction": f"{SCRIPT}{IMG}", "base_prediction": f"</td></tr></table>{SCRIPT}"}],
+        config_yaml=f"note: {SCRIPT}\nlink: {IMG}\n",
+    )  # fmt: skip
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+
 class _Balance(HTMLParser):
     VOID = {"meta", "br", "img", "hr", "col", "input", "link", "source", "wbr", "area", "base", "embed"}
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.stack: list[str] = []
         self.problems: list[str] = []
+        self.tags: list[str] = []
 
     def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
         if tag not in self.VOID:
             self.stack.append(tag)
 
     def handle_startendtag(self, tag, attrs):
-        pass
+        self.tags.append(tag)
 
     def handle_endtag(self, tag):
         if tag in self.VOID:
@@ -95,116 +249,234 @@ def _text(element: ET.Element) -> str:
     return " ".join("".join(element.itertext()).split())
 
 
-def _ranked_tables(html: str) -> list[ET.Element]:
-    tree = ET.fromstring(html)  # the template is XHTML-clean: autoescaped text, self-closed void tags
-    return [t for t in tree.iter("table") if "ranked" in t.get("class", "").split()]
+def _tables(tree: ET.Element, css: str) -> list[ET.Element]:
+    return [t for t in tree.iter(f"{XHTML}table") if css in t.get("class", "").split()]
+
+
+def _rows_of(table: ET.Element) -> list[ET.Element]:
+    return [tr for tr in table.iter(f"{XHTML}tr") if tr.find(f"{XHTML}td") is not None]
+
+
+def _needs(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (envs/system-packages.sh installs poppler-utils)")
+
+
+def _page_ink(png: Path) -> float:
+    """Share of non-white pixels above the footer band (the footer is on every page)."""
+    from PIL import Image
+
+    page = Image.open(png).convert("L")
+    body = page.crop((0, 0, page.width, int(page.height * 0.93)))
+    histogram = body.histogram()
+    return sum(histogram[:235]) / (body.width * body.height)
 
 
 @pytest.fixture(scope="module")
 def html() -> str:
-    return render_html(inputs(), TEMPLATES)
+    return render_html(realistic_inputs(), TEMPLATES)
 
 
-def test_html_is_well_formed(html):
+@pytest.fixture(scope="module")
+def tree(html: str) -> ET.Element:
+    return ET.fromstring(html)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The realistic report written as HTML and PDF, with every network path spied on."""
+    out = tmp_path_factory.mktemp("report")
+    write_report(realistic_inputs(), TEMPLATES, out / "report.html", out / "report.pdf")
+    return out
+
+
+# --- structure --------------------------------------------------------------------------------------------------
+
+
+def test_html_is_well_formed_xhtml(html, tree):
     checker = _Balance()
     checker.feed(html)
     checker.close()
     assert not checker.problems and not checker.stack, (checker.problems[:5], checker.stack[:5])
-    ET.fromstring(html)
+    assert tree.tag == f"{XHTML}html"  # ET.fromstring above: a strict XML parse of the whole page
     ids = re.findall(r'\bid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), "an id is defined twice (several inline SVGs)"
 
 
-def test_ranked_tables_list_reference_first_then_rank_order(html):
-    tables = _ranked_tables(html)
+def test_finetune_ranking_marks_the_top_k_as_pruned(tree):
+    tables = _tables(tree, "finetune")
     assert len(tables) == 2
-    orders = [[tr.get("data-rank") for tr in table.iter("tr") if tr.get("data-rank")] for table in tables]
-    assert orders == [["base", "1", "2", "3"], ["base", "1", "2"]]
-    for table in tables:
-        first = next(tr for tr in table.iter("tr") if tr.get("data-rank"))
-        assert _text(first).startswith("base (reference)")
-        headers = [_text(th) for th in table.iter("th")]
-        assert headers[:5] == ["rank", "bits", "epochs", "pruning", "R (score)"]
-        assert "BERTScore F1" in headers and "model MB" in headers
-    rca = html.split("Ranking: rca", 1)[1]
-    assert rca.index("RANKING-NOTE") < rca.index("Failed cells") < rca.index("Ranking: saf")
+    rca = _rows_of(tables[0])
+    assert [tr.get("data-finetune-rank") for tr in rca] == [str(i) for i in range(1, 9)]
+    marked = [_text(tr) for tr in rca if "→ pruned" in _text(tr)]
+    assert len(marked) == 3 and all(t.split()[:3] in (["1", "4", "1"], ["2", "16", "1"], ["3", "8", "1"])
+                                    for t in marked)  # fmt: skip
+    # R comes from the selection file (rank 1: 0.8292); φ = E_base / E_cell.
+    first = [_text(td) for td in rca[0].iter(f"{XHTML}td")]
+    assert first[:5] == ["1", "4", "1", "0.829", f"{1.08e-05 / 7.829e-05:.3f}"]
+    assert "52 %" in first  # finetune_p_first
+    headers = [_text(th) for th in tables[0].iter(f"{XHTML}th")]
+    for name in ("R (score)", "φ", "ρ", "BLEU", "ROUGE‑1", "ROUGE‑2", "ROUGE‑L", "METEOR", "BERTScore F1", "cosine"):
+        assert name in headers
+    # saf has no selection file: R is recomputed over its unpruned cells, both of which were selected.
+    saf = [[_text(td) for td in tr.iter(f"{XHTML}td")] for tr in _rows_of(tables[1])]
+    assert [r[0] for r in saf] == ["1", "2"] and all(r[-1] == "→ pruned" for r in saf)
+    assert saf[0][3] == "1.000"  # the best unpruned cell on both terms scores 1
 
 
-def test_notes_charts_and_failed_cells_are_shown(html):
-    assert "ENERGY-NOTE: CPU and RAM energy are CodeCarbon estimates here" in html
-    assert html.count("RANKING-NOTE") == 2  # once under each ranked table
-    assert "TRAINING-NOTE" in html
-    assert html.count("<svg") == 3
-    assert "b8 e1" in html.split("Failed cells", 1)[1]
-    assert "2026-11-22" in html
+def test_final_ranking_lists_reference_first_then_rank_with_kernel_marks(tree, html):
+    tables = _tables(tree, "final")
+    assert len(tables) == 2
+    orders = [[tr.get("data-rank") for tr in _rows_of(t)] for t in tables]
+    assert orders[0] == ["base"] + [str(i) for i in range(1, 21)]
+    assert orders[1] == ["base", "1", "2", "3"]
+    first_pruned = _text(_rows_of(tables[0])[1])
+    assert "magnitude 2:4 †" in first_pruned
+    assert DENSE_LABEL in html
+    for section in html.split("Results: ")[1:]:
+        assert section.count("RANKING-NOTE") == 2 and section.count("w = 0.7.") == 2
 
 
-def test_untrusted_text_is_escaped_never_raw(html):
-    assert "<script" not in html
-    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 2  # the error and the config
-    assert "<img" not in html
-    assert "&lt;img src=&#34;http://example.invalid/x&#34;&gt;" in html
+def test_quality_table_shows_every_difference_with_its_interval(tree, html):
+    tables = _tables(tree, "quality")
+    assert len(tables) == 1, "only rca carries intervals"
+    rows = _rows_of(tables[0])
+    assert len(rows) == 20
+    headers = [_text(th) for th in tables[0].iter(f"{XHTML}th")]
+    assert headers[-1] == "p(first)" and "Δ ρ" in headers and "Δ BERTScore F1" in headers
+    interval = re.compile(r"^[+-]\d\.\d{3} [▲▼○] ?\[-?\d\.\d{3}, -?\d\.\d{3}\]$")
+    for tr in rows:
+        cells = [_text(td) for td in tr.iter(f"{XHTML}td")]
+        assert all(interval.match(c) for c in cells[2:10]), cells
+        assert cells[10].endswith("%")
+    marks = {td.get("class") for tr in rows for td in tr.iter(f"{XHTML}td") if td.get("class")}
+    assert {"verdict-better", "verdict-worse", "verdict-no-clear-difference"} <= marks
+    best = [_text(td) for td in rows[0].iter(f"{XHTML}td")]
+    assert best[0] == "b4 e1 magnitude 2:4" and best[-1] == "46 %"
+    saf = html.split("Results: saf", 1)[1].split("</section>", 1)[0]
+    assert "Intervals were not computed" in saf and "▲" not in saf
 
 
-def test_number_formatting():
-    assert format_kwh("1.23e-05") == "1.23e-05"
-    assert format_kwh("0.001234") == "0.00123"
-    assert format_kwh("12.345") == "12.3"
-    assert format_kwh("0.09996") == "0.100"
-    assert format_kwh("0") == "0"
-    assert format_kwh("") == format_metric("") == ""
-    assert format_metric("0.12345") == "0.123"
-    assert format_metric("n/a") == "n/a"
+def test_a_difference_without_both_bounds_is_not_shown():
+    rows = realistic_rows()
+    for row in rows:
+        row["delta_bleu_lo"] = ""  # an estimate with half an interval
+    html = render_html(realistic_inputs(rows=rows), TEMPLATES)
+    table = _tables(ET.fromstring(html), "quality")[0]
+    bleu = [[_text(td) for td in tr.iter(f"{XHTML}td")][2] for tr in _rows_of(table)]
+    assert set(bleu) == {"not computed"}
 
 
-def test_charts_are_inline_self_contained_svg():
-    rows, training = _rows(), inputs().training
-    for svg in (charts.energy_breakdown_svg(rows), charts.loss_curves_svg(training),
-                charts.energy_vs_quality_svg(rows), charts.energy_breakdown_svg([])):
-        assert svg.startswith("<svg") and "<?xml" not in svg and "<!DOCTYPE" not in svg
-        assert len(svg.encode()) < 150_000
-        urls = set(re.findall(r"https?://[^\"' ]+", svg))
-        assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
-        assert not re.search(r'href="(?!#)', svg), "only same-document references"
-    assert charts.energy_vs_quality_svg(rows) == charts.energy_vs_quality_svg(rows)
-    assert charts.cell_label(rows[3]) == "b4 e1 2:4" and charts.cell_label(rows[0]) == "base"
+def test_older_summaries_say_intervals_were_not_computed():
+    html = render_html(realistic_inputs(rows=realistic_rows(uncertainty=False), selection={}), TEMPLATES)
+    assert html.count("Intervals were not computed") == 2
+    assert "p(first)" not in html and "▲" not in html.split('id="energy"')[0]
+    assert "Hatched bars have no interval" in html  # Fig. 6 falls back to the sign of the point estimate
 
 
-def test_pdf_has_pages_with_content_and_fetches_nothing(tmp_path, monkeypatch):
-    fetched = []
-    original = report.NoFetchURLFetcher.fetch
+def test_every_figure_is_inline_with_a_caption(html, tree):
+    figures = {f.get("id"): f for f in tree.iter(f"{XHTML}figure")}
+    assert set(figures) == set(FIGURES)
+    svg = "{http://www.w3.org/2000/svg}svg"
+    for fig_id, title in FIGURES.items():
+        figure = figures[fig_id]
+        assert figure.find(f".//{svg}") is not None, f"{fig_id} has no inline SVG"
+        caption = _text(figure.find(f"{XHTML}figcaption"))
+        assert caption.startswith(title)
+        if fig_id != "fig-pruning-impact":
+            assert "CPU and RAM energy figures in this report are estimates, not measurements." in caption
+    assert "emissions of the whole cell" in _text(figures["fig-inference-precision"])
 
-    def record(self, url, headers=None):
-        fetched.append(url)
-        return original(self, url, headers)
 
-    monkeypatch.setattr(report.NoFetchURLFetcher, "fetch", record)
-    write_report(inputs(), TEMPLATES, tmp_path / "r.html", tmp_path / "r.pdf")
-    assert fetched == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.pdf"], "a temp file was left behind"
+def test_pareto_table_names_the_non_dominated_cells(tree):
+    table = _tables(tree, "pareto")[0]
+    cells = [[_text(td) for td in tr.iter(f"{XHTML}td")][:2] for tr in _rows_of(table)]
+    assert cells == [
+        ["rca", "base"], ["rca", "b4 e1"], ["rca", "b4 e1 magnitude 2:4"], ["rca", "b4 e3"], ["rca", "b16 e3"],
+        ["rca", "b32 e3"], ["saf", "base"], ["saf", "b4 e1"], ["saf", "b4 e1 magnitude 30%"],
+    ]  # fmt: skip
+
+
+def test_provenance_run_info_config_hash_and_failed_cells(html, tree):
+    provenance = html.split('id="provenance"', 1)[1]
+    for text in ("2026-11-22T02:24:12Z", "11 min 3 s (663 s)", "cpu: codecarbon-estimate; gpu: none",
+                 "not run in a container", "ab" * 32, "CAN / quebec", "process", "AMD EPYC",
+                 "torch.OutOfMemoryError", "calibration split has no examples", "status: skipped"):  # fmt: skip
+        assert text in provenance, text
+    assert provenance.count("ab" * 32) == 1 and provenance.index("ab" * 32) > provenance.index("Configuration (YAML)")
+    assert "container digest" not in provenance  # absent entries are omitted
+    with_image = render_html(realistic_inputs(run_info={"container_image": "joulebench.sif"}), TEMPLATES)
+    assert "not run in a container" not in with_image and "joulebench.sif" in with_image
+    assert "failed or skipped (reasons under" in html.split("Results: saf", 1)[1]
+
+
+def test_example_answers_are_text(html, tree):
+    section = next(s for s in tree.iter(f"{XHTML}section") if s.get("id") == "examples")
+    answers = [td.text for td in section.iter(f"{XHTML}td")]
+    assert answers[:3] == [
+        "Cause: OSPF hello/dead timer mismatch on xe-0/0/16. Fix: Set the same intervals on both ends.",
+        "Cause: A rogue client on VLAN 30 drained pool 10.25.72.0/24.\nFix: Enable DHCP snooping.",
+        "interface interface interface",
+    ]
+    assert answers[4] == f"Correct. {SCRIPT} {IMG} & more"  # the XML parser unescaped the text, so it was text
+
+
+def test_existing_callers_still_work():
+    minimal = ReportInputs(rows=realistic_rows(uncertainty=False), training=[], config_yaml="w: 0.7\n", w=0.7, top_k=3,
+                           provenance={}, energy_note="All energy figures come from hardware counters. More.",
+                           ranking_note="", training_note="")  # fmt: skip
+    html = render_html(minimal, TEMPLATES)
+    ET.fromstring(html)
+    assert "No example answers were collected" in html and "not run in a container" in html
+    assert "no training losses with per-epoch energy recorded" in html
+
+
+# --- safety -----------------------------------------------------------------------------------------------------
+
+
+def test_hostile_names_and_model_text_stay_text():
+    html = render_html(hostile_inputs(), TEMPLATES)
+    checker = _Balance()
+    checker.feed(html)
+    checker.close()
+    assert "script" not in checker.tags and "img" not in checker.tags
+    assert "<script" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    tree = ET.fromstring(html)
+    # Every string came through as text: in the examples, the names, the charts' <text> and the config.
+    examples = next(s for s in tree.iter(f"{XHTML}section") if s.get("id") == "examples")
+    assert f"</td></tr></table>{SCRIPT}" in [td.text for td in examples.iter(f"{XHTML}td")]
+    titles = [_text(h) for h in tree.iter(f"{XHTML}h2")]
+    assert f"Results: saf {SCRIPT}" in titles
+    chart_text = " ".join(_text(t) for t in tree.iter("{http://www.w3.org/2000/svg}text"))
+    assert f"saf {SCRIPT}" in chart_text
+
+
+def test_pdf_rendering_never_touches_the_network(tmp_path, monkeypatch):
+    attempts: list[Any] = []
+    real_fetch = report.NoFetchURLFetcher.fetch
+
+    def spy_fetch(self, url, headers=None):
+        attempts.append(url)
+        return real_fetch(self, url, headers)
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access during report rendering")
+
+    monkeypatch.setattr(report.NoFetchURLFetcher, "fetch", spy_fetch)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    write_report(hostile_inputs(), TEMPLATES, tmp_path / "r.html", tmp_path / "r.pdf")
+    assert attempts == []
     assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
-    assert IMG not in (tmp_path / "r.html").read_text()
-
-    # The recorder does see a fetch when there is one, so the empty list above means something.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.pdf"], "a temp file was left behind"
+    # The spy does see a fetch when there is one, so the empty list above means something.
     with pytest.raises(report.ReportFetchError):
         report.html_to_pdf(f"<html><body>{IMG}</body></html>")
-    assert fetched == ["http://example.invalid/x"]
-
-    if shutil.which("pdfinfo") is None or shutil.which("pdftoppm") is None:
-        pytest.skip("poppler-utils is not installed (envs/system-packages.sh installs it)")
-    pdf = str(tmp_path / "r.pdf")
-    info = subprocess.run(["pdfinfo", pdf], capture_output=True, text=True, check=True).stdout
-    assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) >= 2
-    assert "A4" in info
-    subprocess.run(["pdftoppm", "-r", "30", "-png", pdf, str(tmp_path / "page")], check=True)
-    from PIL import Image
-
-    pages = sorted(tmp_path.glob("page-*.png"))
-    assert pages and pages[0].name.endswith("-1.png")
-    for png in pages:
-        page = Image.open(png).convert("L")
-        body = page.crop((0, 0, page.width, int(page.height * 0.9)))  # the footer is on every page
-        assert body.getextrema()[0] < 200, f"{png.name} is blank"
+    assert attempts == ["http://example.invalid/x"]
 
 
 @pytest.mark.parametrize(
@@ -220,3 +492,65 @@ def test_pdf_has_pages_with_content_and_fetches_nothing(tmp_path, monkeypatch):
 def test_an_external_resource_stops_the_pdf(resource):
     with pytest.raises(report.ReportFetchError, match="fetch"):
         report.html_to_pdf(f"<html><head></head><body>{resource}</body></html>")
+
+
+# --- the PDF ----------------------------------------------------------------------------------------------------
+
+
+def test_pdf_pages_have_content_and_every_figure(rendered):
+    _needs("pdfinfo", "pdftoppm", "pdftotext")
+    pdf = rendered / "report.pdf"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    assert pages >= 8 and "A4" in info
+    subprocess.run(["pdftoppm", "-r", "20", "-png", str(pdf), str(rendered / "page")], check=True)
+    pngs = sorted(rendered.glob("page-*.png"))
+    assert len(pngs) == pages
+    inks = {png.name: _page_ink(png) for png in pngs}
+    assert all(ink > 0.01 for ink in inks.values()), inks
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    flat = " ".join(text.split())
+    for title in FIGURES.values():
+        assert title in flat, title
+    for heading in ("Fine-tune ranking", "Final ranking after pruning", "Quality against the base model",
+                    "Example answers", "Provenance", "→ pruned", "rca: Δρ against the unpruned parent"):  # fmt: skip
+        assert heading in flat, heading
+
+
+def test_wide_tables_sit_on_landscape_pages(rendered):
+    _needs("pdfinfo")
+    pdf = str(rendered / "report.pdf")
+    info = subprocess.run(["pdfinfo", "-f", "1", "-l", "99", pdf], capture_output=True, text=True, check=True).stdout
+    sizes = re.findall(r"Page\s+\d+ size:\s+([\d.]+) x ([\d.]+)", info)
+    landscape = [float(w) > float(h) for w, h in sizes]
+    assert landscape[0] is False and any(landscape), "the per-dataset tables should be on landscape pages"
+
+
+def test_blank_page_check_can_fail(tmp_path):
+    _needs("pdftoppm")
+    pdf = tmp_path / "blank.pdf"
+    pdf.write_bytes(report.html_to_pdf("<html><body><p style='break-after: page'>x</p><p></p></body></html>"))
+    subprocess.run(["pdftoppm", "-r", "20", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    inks = [_page_ink(png) for png in sorted(tmp_path.glob("page-*.png"))]
+    assert len(inks) == 2 and inks[1] < 0.01
+
+
+# --- formatting -------------------------------------------------------------------------------------------------
+
+
+def test_number_formatting():
+    assert format_kwh("1.23e-05") == "1.23e-05"
+    assert format_kwh("0.001234") == "0.00123"
+    assert format_kwh("12.345") == "12.3"
+    assert format_kwh("0.09996") == "0.100"
+    assert format_kwh("0") == "0"
+    assert format_kwh("") == format_metric("") == ""
+    assert format_metric("0.12345") == "0.123"
+    assert format_metric("n/a") == "n/a"
+    assert format_duration(663) == "11 min 3 s (663 s)"
+    assert format_duration(3725.5) == "1 h 2 min 6 s (3725.5 s)"
+    assert report.format_delta(0.1234) == "+0.123" and report.format_delta(-0.05) == "-0.050"
+    assert report.run_info_items({"meters": {"cpu": "rapl"}, "pue": [1.0, 1.2], "extra_key": "x"}) == [
+        ("container image", "not run in a container"), ("energy meters (component: source)", "cpu: rapl"),
+        ("PUE", "1.0, 1.2"), ("extra key", "x"),
+    ]  # fmt: skip

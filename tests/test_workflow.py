@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,19 @@ from joulebench.cells import pruned_cells, read_selection, unpruned_cells
 from joulebench.summary import COLUMNS
 
 from .conftest import ROOT, SAF_DIR
+from .test_report import FIGURES
+from .test_report import _page_ink as page_ink
 
 pytestmark = pytest.mark.integration
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SOMETIMES_EMPTY = {"error", "rank", "finetune_rank", "top_k", "score", "train_loss_first", "train_loss_last",
-                   "train_wall_s", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token"}  # fmt: skip
+                   "train_wall_s", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token", "delta_rho",
+                   "delta_rho_lo", "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first", "delta_parent_rho",
+                   "delta_parent_rho_lo", "delta_parent_rho_hi", "verdict_parent_rho"}  # fmt: skip
 ALWAYS_FILLED = [c for c in COLUMNS if c not in SOMETIMES_EMPTY]
-TUNED_ONLY = ["rank", "score", "train_loss_first", "train_loss_last", "train_wall_s"]
+TUNED_ONLY = ["rank", "score", "train_loss_first", "train_loss_last", "train_wall_s", "delta_rho", "delta_rho_lo",
+              "delta_rho_hi", "verdict_rho", "p_first"]  # fmt: skip
 
 
 def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -63,10 +69,21 @@ def run_grid(workdir: Path, config: dict) -> list[dict[str, str]]:
         for metric in ("bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine", "sparsity"):
             assert 0.0 <= float(row[metric]) <= 1.0, (metric, row[metric])
         assert float(row["total_kwh"]) > 0 and float(row["tokens_per_s"]) > 0
-    pages = subprocess.run(["pdfinfo", str(workdir / "results" / "report.pdf")], capture_output=True, text=True)
-    assert int(re.search(r"Pages:\s+(\d+)", pages.stdout).group(1)) >= 2
-    assert (workdir / "results" / "report.html").stat().st_size > 0
+    check_report(workdir / "results")
     return rows
+
+
+def check_report(results: Path) -> None:
+    """Every page of the PDF has content, every figure is in it, the HTML is well-formed XHTML."""
+    pdf = results / "report.pdf"
+    pages = int(re.search(r"Pages:\s+(\d+)", subprocess.run(["pdfinfo", str(pdf)], capture_output=True,
+                                                             text=True).stdout).group(1))  # fmt: skip
+    subprocess.run(["pdftoppm", "-r", "20", "-png", str(pdf), str(results / "page")], check=True)
+    inks = [page_ink(png) for png in sorted(results.glob("page-*.png"))]
+    assert len(inks) == pages >= 2 and min(inks) > 0.01, inks
+    text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout.split())
+    assert all(title in text for title in FIGURES.values()), text[:2000]
+    ET.fromstring((results / "report.html").read_text())
 
 
 def micro_config() -> dict:

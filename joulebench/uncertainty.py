@@ -1,0 +1,146 @@
+"""How much of a quality difference or a ranking survives resampling the test items.
+
+Only the test items are resampled: each bootstrap resample draws item indices with replacement, and the same indices
+are used for a cell and its base model (a paired bootstrap) and for every metric. Energy is measured once per cell
+and held fixed under resampling, so the intervals and rank shares say nothing about energy measurement noise.
+
+Intervals are percentile intervals of the paired bootstrap of the difference of means, cell − base. An interval that
+contains zero is never called an improvement.
+
+Per item, ρ is the mean of that item's seven sentence-level scores (QUALITY_COLUMNS), and a cell's ρ here is the mean
+of those per-item values, which equals the mean of the seven metric means. This differs from the ρ in the ranked
+tables, which use corpus-level BLEU (n-gram counts pooled over the test set) rather than the mean of sentence BLEU:
+the intervals and rank shares here are about per-item differences, not about the tables' exact values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from joulebench.metrics import QUALITY_COLUMNS
+from joulebench.rank import rank_cells
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "no clear difference"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+@dataclass(frozen=True)
+class CellSample:
+    energy_kwh: float
+    base_kwh: float
+    item_rho: Sequence[float]
+
+
+def item_rho(scores: Mapping[str, Sequence[float]]) -> list[float]:
+    """Per item, the mean of its QUALITY_COLUMNS scores."""
+    return _item_rho_array(_columns(scores, "scores")).tolist()
+
+
+def paired_bootstrap(
+    cell: Mapping[str, Sequence[float]],
+    base: Mapping[str, Sequence[float]],
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Interval]:
+    """Cell − base difference of means with a paired percentile bootstrap interval, per metric and for "rho".
+
+    Covers every metric of QUALITY_COLUMNS present in both; "rho" (per item the mean of its seven metric scores) is
+    added when all seven are present in both. Items are aligned by position.
+    """
+    _check_resampling(resamples)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    metrics = [name for name in QUALITY_COLUMNS if name in cell and name in base]
+    if not metrics:
+        raise ValueError(f"cell and base share none of the quality metrics {', '.join(QUALITY_COLUMNS)}")
+    cell_scores = {name: _as_array(cell[name], f"cell {name}") for name in metrics}
+    base_scores = {name: _as_array(base[name], f"base {name}") for name in metrics}
+    n = len(cell_scores[metrics[0]])
+    for name in metrics:
+        if not len(cell_scores[name]) == len(base_scores[name]) == n:
+            raise ValueError(
+                f"{name}: {len(cell_scores[name])} cell scores, {len(base_scores[name])} base scores, "
+                f"expected {n} of each (items are aligned by position)"
+            )
+    differences = {name: cell_scores[name] - base_scores[name] for name in metrics}
+    if len(metrics) == len(QUALITY_COLUMNS):
+        differences["rho"] = _item_rho_array(cell_scores) - _item_rho_array(base_scores)
+    indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    tail = (1 - confidence) / 2
+    intervals = {}
+    for name, diff in differences.items():
+        means = diff[indices].mean(axis=1)
+        low, high = np.quantile(means, [tail, 1 - tail])
+        intervals[name] = Interval(float(diff.mean()), float(low), float(high))
+    return intervals
+
+
+def rank_stability(cells: Sequence[CellSample], w: float, resamples: int = 1000, seed: int = 0) -> list[float]:
+    """Share of item resamples in which each cell ranks first (ties at rank 1 count for every tied cell)."""
+    _check_resampling(resamples)
+    if not cells:
+        return []
+    rhos = [_as_array(cell.item_rho, f"cell {i} item_rho") for i, cell in enumerate(cells)]
+    n = len(rhos[0])
+    for i, values in enumerate(rhos):
+        if len(values) != n:
+            raise ValueError(f"cell {i} has {len(values)} item ρ values, cell 0 has {n}: all must share the same items")
+    indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    resampled = np.stack([values[indices].mean(axis=1) for values in rhos], axis=1)
+    energies = [cell.energy_kwh for cell in cells]
+    base = [cell.base_kwh for cell in cells]
+    firsts = np.zeros(len(cells))
+    for row in resampled:
+        ranked = rank_cells(energies, base, row.tolist(), w)
+        firsts += [r.rank == 1 for r in ranked]
+    return (firsts / resamples).tolist()
+
+
+def _columns(scores: Mapping[str, Sequence[float]], what: str) -> dict[str, np.ndarray]:
+    for name in QUALITY_COLUMNS:
+        if name not in scores:
+            raise ValueError(f"{what} lack the quality metric {name}")
+    columns = {name: _as_array(scores[name], f"{what} {name}") for name in QUALITY_COLUMNS}
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        counts = ", ".join(f"{name} {len(values)}" for name, values in columns.items())
+        raise ValueError(f"{what} have different numbers of items per metric: {counts}")
+    return columns
+
+
+def _item_rho_array(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.mean([columns[name] for name in QUALITY_COLUMNS], axis=0)
+
+
+def _as_array(values: Sequence[float], what: str) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{what}: expected a non-empty list of per-item scores, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what}: per-item scores must be finite")
+    return array
+
+
+def _check_resampling(resamples: int) -> None:
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
