@@ -336,6 +336,7 @@ def run_info(run: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     finished = time.time()
     info: dict[str, Any] = {"config_sha256": config_sha256(config), "finished": utc(finished)}
     if run.get("first_job_started"):
+        # Measured jobs (fine-tuning, evaluation) only: data preparation and the embedded model's build come first.
         started = datetime.datetime.fromisoformat(run["first_job_started"]).timestamp()
         info.update(started=run["first_job_started"], duration_s=round(finished - started, 1))
     if "job_seconds" in run:

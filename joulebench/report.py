@@ -34,7 +34,8 @@ QUALITY_METRICS = {
 }  # fmt: skip
 # run_info keys in display order, with their labels; other keys follow under their own names.
 RUN_INFO_LABELS = {
-    "started": "started", "finished": "finished", "duration_s": "duration", "job_seconds": "job time, summed",
+    "started": "first measured job started", "finished": "report finished", "duration_s": "duration",
+    "job_seconds": "measured jobs' time, summed",
     "container_image": "container image", "container_digest": "container digest",
     "meters": "energy meters (component: source)", "tracking_mode": "CodeCarbon tracking mode",
     "grid_intensity_g_per_kwh": "grid carbon intensity (g CO₂e/kWh)", "pue": "PUE", "region": "region",
