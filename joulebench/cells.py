@@ -136,6 +136,16 @@ def prunes_all(config: dict[str, Any]) -> bool:
     return config["pruning"].get("select", "top_k") == "all"
 
 
+def training_for(config: dict[str, Any], bits: int, epochs: int) -> dict[str, Any]:
+    """The training settings of one fine-tune cell: `training`, overridden by `training.cells["b<bits>"]` and then by
+    `training.cells["b<bits>-e<epochs>"]`, so one cell's settings can change without touching the others."""
+    training = {key: value for key, value in config["training"].items() if key != "cells"}
+    overrides = config["training"].get("cells", {})
+    for key in (f"b{bits}", f"b{bits}-e{epochs}"):
+        training.update(overrides.get(key, {}))
+    return training
+
+
 def finetune_cells(config: dict[str, Any]) -> list[FinetuneCell]:
     return [
         FinetuneCell(dataset, model, int(bits), int(epochs))

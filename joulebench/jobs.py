@@ -24,8 +24,13 @@ def utc(timestamp: float) -> str:
 
 
 @contextlib.contextmanager
-def job_context(log: str | Path, threads: int) -> Iterator[None]:
-    """Send the job's output (progress bars included) to its log, pin its threads, forbid the network."""
+def job_context(log: str | Path, threads: int, gpus: int = 0) -> Iterator[None]:
+    """Send the job's output (progress bars included) to its log, pin its threads, give it a GPU of its own (on a
+    multi-GPU server without a scheduler), forbid the network."""
+    from joulebench.gpu_slots import claim_gpu
+
+    if gpus:
+        claim_gpu()
     import torch
 
     from joulebench.models import offline_environment
@@ -38,6 +43,11 @@ def job_context(log: str | Path, threads: int) -> Iterator[None]:
     with open(log, "a", buffering=1) as handle, contextlib.redirect_stderr(handle), contextlib.redirect_stdout(handle):
         logging.basicConfig(stream=handle, level=logging.INFO, force=True)
         yield
+
+
+def decoded(params: Any) -> dict[str, Any]:
+    """A rule's params, each given as one canonical JSON string (rules/common.smk: `canonical`), decoded."""
+    return {name: json.loads(value) for name, value in params.items()}
 
 
 def make_rca_tickets(dataset: dict[str, Any], out: str) -> None:

@@ -1,10 +1,14 @@
+import json
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 
 from joulebench import cells as grid
+from joulebench.codedeps import job_code
 from joulebench.prune.base import check_setting
 
 
@@ -16,8 +20,34 @@ for _setting in PRUNING.values():
 FINETUNE_CELLS = grid.finetune_cells(config)
 UNPRUNED_CELLS = grid.unpruned_cells(config)
 CONTAINER = config.get("container", None)
+
+
+def canonical(value):
+    """Params as one canonical JSON string: the same settings always hash and compare the same (cache, re-runs)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def code(job):
+    """The library files a job's code runs: editing one re-runs the jobs that use it (see joulebench.codedeps)."""
+    return job_code(job, Path(workflow.basedir))
+
+
+def installed(package):
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "absent"
+
+
+# Versions the cached cells' results depend on (a container or conda env adds its own hash on top).
+SOFTWARE = canonical({p: installed(p) for p in ("torch", "transformers", "peft", "bitsandbytes", "accelerate",
+                                                "tokenizers", "codecarbon", "nltk", "rouge-score", "bert-score",
+                                                "sentence-transformers")})
+ENERGY = canonical(config["energy"])
 # Jobs with energy windows claim the one `energy_window` slot (profiles set the limit to 1) unless overlap is allowed.
 ENERGY_WINDOW = 0 if config["energy"].get("allow_overlap", False) else 1
+# GPUs each measured job asks for (`gpu` is the resource name Snakemake's SLURM plugin and the profiles use).
+GPUS_PER_JOB = int(config.get("gpus_per_job", 0))
 
 
 wildcard_constraints:
@@ -34,6 +64,18 @@ def dataset_config(wildcards):
 
 def model_config(wildcards):
     return config["models"][wildcards.model]
+
+
+def dataset_param(wildcards):
+    return canonical(dataset_config(wildcards))
+
+
+def model_param(wildcards):
+    return canonical(model_config(wildcards))
+
+
+def training_param(wildcards):
+    return canonical(grid.training_for(config, int(wildcards.bits), int(wildcards.epochs)))
 
 
 def is_embedded(wildcards):
@@ -61,18 +103,18 @@ def adapter_input(wildcards):
     return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/adapter"
 
 
-def cell_params(wildcards):
-    return {
+def cell_param(wildcards):
+    return canonical({
         "dataset": wildcards.dataset,
         "model": wildcards.model,
         "bits": int(wildcards.bits),
         "epochs": int(wildcards.epochs),
         "pruning": getattr(wildcards, "pruning", "none"),
-    }
+    })
 
 
-def pruning_params(wildcards):
-    return vars(PRUNING.get(wildcards.pruning, grid.Pruning("none")))
+def pruning_param(wildcards):
+    return canonical(vars(PRUNING.get(wildcards.pruning, grid.Pruning("none"))))
 
 
 def selected_for_pruning(dataset):

@@ -1,8 +1,10 @@
 rule rca_tickets:
+    input:
+        code=code("make_rca_tickets"),
     output:
         tickets="results/data/{dataset}/tickets.jsonl",
     params:
-        dataset=dataset_config,
+        dataset=dataset_param,
     log:
         "logs/data/{dataset}/tickets.log",
     conda:
@@ -16,12 +18,13 @@ rule rca_tickets:
 rule prepare_data:
     input:
         unpack(generated_inputs),
+        code=code("prepare_data"),
     output:
         train="results/data/{dataset}/train.jsonl",
         validation="results/data/{dataset}/validation.jsonl",
         test="results/data/{dataset}/test.jsonl",
     params:
-        dataset=dataset_config,
+        dataset=dataset_param,
     log:
         "logs/data/{dataset}/prepare.log",
     conda:

@@ -4,22 +4,26 @@ rule evaluate:
         train="results/data/{dataset}/train.jsonl",
         base=base_model_input,
         adapter=adapter_input,
+        code=code("evaluate"),
     output:
         record="results/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}/eval.json",
         predictions="results/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}/predictions.jsonl",
     params:
-        cell=cell_params,
-        model=model_config,
-        pruning=pruning_params,
-        calibration=config["pruning"].get("calibration", {}),
-        sparse_kernels=config["pruning"].get("sparse_kernels", True),
-        training=config["training"],
-        generation=config["generation"],
-        metrics=config["metrics"],
-        energy=config["energy"],
+        cell=cell_param,
+        model=model_param,
+        pruning=pruning_param,
+        training=training_param,
+        generation=canonical(config["generation"]),
+        metrics=canonical(config["metrics"]),
+        energy=ENERGY,
+        calibration=canonical(config["pruning"].get("calibration", {})),
+        sparse_kernels=canonical(config["pruning"].get("sparse_kernels", True)),
+        software=SOFTWARE,
+    cache: True
     threads: 1
     resources:
         energy_window=ENERGY_WINDOW,
+        gpu=GPUS_PER_JOB,
     log:
         "logs/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}.log",
     conda:
@@ -34,11 +38,12 @@ checkpoint select_for_pruning:
     input:
         evaluations=unpruned_records,
         trainings=dataset_train_records,
+        code=code("select_for_pruning"),
     output:
         selection="results/selection/{dataset}.json",
     params:
-        w=config["w"],
-        top_k=config["top_k"],
+        w=canonical(config["w"]),
+        top_k=canonical(config["top_k"]),
     log:
         "logs/selection/{dataset}.log",
     conda:

@@ -2,17 +2,21 @@ rule finetune:
     input:
         train="results/data/{dataset}/train.jsonl",
         base=base_model_input,
+        code=code("finetune"),
     output:
         adapter=directory("results/finetune/{dataset}/{model}/b{bits}-e{epochs}/adapter"),
         record="results/finetune/{dataset}/{model}/b{bits}-e{epochs}/train.json",
     params:
-        cell=cell_params,
-        model=model_config,
-        training=config["training"],
-        energy=config["energy"],
+        cell=cell_param,
+        model=model_param,
+        training=training_param,
+        energy=ENERGY,
+        software=SOFTWARE,
+    cache: True
     threads: 1
     resources:
         energy_window=ENERGY_WINDOW,
+        gpu=GPUS_PER_JOB,
     log:
         "logs/finetune/{dataset}/{model}/b{bits}-e{epochs}.log",
     conda:

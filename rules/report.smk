@@ -3,12 +3,13 @@ rule aggregate:
         evaluations=eval_records,
         trainings=train_records,
         selections=selection_records,
+        code=code("aggregate"),
     output:
         csv="results/summary.csv",
         json="results/summary.json",
     params:
-        w=config["w"],
-        top_k=config["top_k"],
+        w=canonical(config["w"]),
+        top_k=canonical(config["top_k"]),
     log:
         "logs/aggregate.log",
     conda:
@@ -24,13 +25,12 @@ rule report:
         summary="results/summary.json",
         template=f"{workflow.basedir}/report/report.html.j2",
         style=f"{workflow.basedir}/report/style.css",
+        code=code("report"),
     output:
         html="results/report.html",
         pdf="results/report.pdf",
     params:
-        config=config,
-        w=config["w"],
-        top_k=config["top_k"],
+        config=canonical(config),
     log:
         "logs/report.log",
     conda:

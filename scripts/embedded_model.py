@@ -1,10 +1,6 @@
-from joulebench.jobs import build_model, job_context
+from joulebench.jobs import build_model, decoded, job_context
 
-with job_context(snakemake.log[0], snakemake.threads):  # noqa: F821
-    build_model(
-        snakemake.params.model,  # noqa: F821
-        snakemake.input.train,  # noqa: F821
-        snakemake.params.energy,  # noqa: F821
-        snakemake.output.model,  # noqa: F821
-        snakemake.output.record,  # noqa: F821
-    )
+sm = snakemake  # noqa: F821
+with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
+    params = decoded(sm.params)
+    build_model(params["model"], sm.input.train, params["energy"], sm.output.model, sm.output.record)

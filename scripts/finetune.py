@@ -1,14 +1,15 @@
-from joulebench.jobs import finetune, job_context
+from joulebench.jobs import decoded, finetune, job_context
 
 sm = snakemake  # noqa: F821
-with job_context(sm.log[0], sm.threads):
+with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
+    params = decoded(sm.params)
     finetune(
-        cell=sm.params.cell,
-        model=sm.params.model,
+        cell=params["cell"],
+        model=params["model"],
         built_model=sm.input.base or None,
         train=sm.input.train,
-        training=sm.params.training,
-        energy=sm.params.energy,
+        training=params["training"],
+        energy=params["energy"],
         adapter_dir=sm.output.adapter,
         record=sm.output.record,
     )

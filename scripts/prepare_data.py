@@ -1,10 +1,8 @@
 from pathlib import Path
 
-from joulebench.jobs import job_context, prepare_data
+from joulebench.jobs import decoded, job_context, prepare_data
 
-with job_context(snakemake.log[0], snakemake.threads):  # noqa: F821
-    prepare_data(
-        snakemake.params.dataset,  # noqa: F821
-        dict(snakemake.input.items()),  # noqa: F821
-        str(Path(snakemake.output.train).parent),  # noqa: F821
-    )
+sm = snakemake  # noqa: F821
+with job_context(sm.log[0], sm.threads):
+    data_files = {name: path for name, path in sm.input.items() if name != "code"}
+    prepare_data(decoded(sm.params)["dataset"], data_files, str(Path(sm.output.train).parent))

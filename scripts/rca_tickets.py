@@ -1,4 +1,5 @@
-from joulebench.jobs import job_context, make_rca_tickets
+from joulebench.jobs import decoded, job_context, make_rca_tickets
 
-with job_context(snakemake.log[0], snakemake.threads):  # noqa: F821
-    make_rca_tickets(snakemake.params.dataset, snakemake.output.tickets)  # noqa: F821
+sm = snakemake  # noqa: F821
+with job_context(sm.log[0], sm.threads):
+    make_rca_tickets(decoded(sm.params)["dataset"], sm.output.tickets)

@@ -1,7 +1,8 @@
 from pathlib import Path
 
-from joulebench.jobs import job_context, report
+from joulebench.jobs import decoded, job_context, report
 
 sm = snakemake  # noqa: F821
 with job_context(sm.log[0], sm.threads):
-    report(sm.input.summary, dict(sm.params.config), str(Path(sm.input.template).parent), sm.output.html, sm.output.pdf)
+    config = decoded(sm.params)["config"]
+    report(sm.input.summary, config, str(Path(sm.input.template).parent), sm.output.html, sm.output.pdf)

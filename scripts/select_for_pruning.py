@@ -1,7 +1,8 @@
-from joulebench.jobs import job_context, select_for_pruning
+from joulebench.jobs import decoded, job_context, select_for_pruning
 
 sm = snakemake  # noqa: F821
 with job_context(sm.log[0], sm.threads):
+    params = decoded(sm.params)
     select_for_pruning(
-        list(sm.input.evaluations), list(sm.input.trainings), sm.params.w, sm.params.top_k, sm.output.selection
+        list(sm.input.evaluations), list(sm.input.trainings), params["w"], params["top_k"], sm.output.selection
     )

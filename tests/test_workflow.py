@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -32,27 +35,40 @@ TUNED_ONLY = ["rank", "score", "train_loss_first", "train_loss_last", "train_wal
               "delta_rho_hi", "verdict_rho", "p_first"]  # fmt: skip
 
 
-def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(config),
+WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "joulebench", "schemas", "report", "envs", "profiles", "configs")
+
+
+def snakemake(workdir: Path, config: Path, *args: str, snakefile: Path = ROOT / "Snakefile",
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--configfile", str(config),
                "--cores", "2", *args]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200, env={**os.environ, **(env or {})})
 
 
-def planned_jobs(workdir: Path, config: Path) -> dict[str, int]:
-    """The job counts of a dry run, from Snakemake's job-stats table ({} when there is nothing to do)."""
-    result = snakemake(workdir, config, "-n")
+def dry_run(workdir: Path, config: Path, snakefile: Path = ROOT / "Snakefile") -> list[tuple[str, dict[str, str]]]:
+    """The jobs a dry run plans, as (rule, wildcards); [] when there is nothing to do."""
+    result = snakemake(workdir, config, "-n", snakefile=snakefile)
     assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
-    if "Nothing to be done" in output:
-        return {}
-    table = output.split("Job stats:", 1)[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+    jobs = []
+    for block in re.split(r"^(?=(?:local)?(?:rule|checkpoint) \w+:)", result.stdout + result.stderr, flags=re.M):
+        header = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
+        if header:
+            found = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            wildcards = dict(pair.split("=", 1) for pair in found.group(1).split(", ")) if found else {}
+            jobs.append((header.group(1), wildcards))
+    return jobs
 
 
-def run_grid(workdir: Path, config: dict) -> list[dict[str, str]]:
+def planned_jobs(workdir: Path, config: Path, snakefile: Path = ROOT / "Snakefile") -> dict[str, int]:
+    """How many jobs of each rule a dry run plans ({} when there is nothing to do)."""
+    return dict(Counter(rule for rule, _ in dry_run(workdir, config, snakefile)))
+
+
+def run_grid(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "Snakefile",
+             env: dict[str, str] | None = None) -> list[dict[str, str]]:
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, config_path)
+    result = snakemake(workdir, config_path, *args, snakefile=snakefile, env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     with open(workdir / "results" / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -90,44 +106,114 @@ def micro_config() -> dict:
     return yaml.safe_load((ROOT / "configs" / "micro.yaml").read_text())
 
 
-def test_micro_grid_runs_reruns_nothing_and_adds_only_new_cells(tmp_path):
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    """The micro grid run once with `--cache`, from a copy of the workflow that the tests may edit."""
+    root = tmp_path_factory.mktemp("micro")
+    workflow, workdir, cache = root / "workflow", root / "work", root / "cache"
+    workflow.mkdir()
+    for part in WORKFLOW_PARTS:
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, workflow / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / part, workflow / part)
+    workdir.mkdir()
+    cache.mkdir()
+    env = {"SNAKEMAKE_OUTPUT_CACHE": str(cache)}
     config = micro_config()
-    rows = run_grid(tmp_path, config)
-    assert {r["bits"] for r in rows} == {"4", "32"}
+    rows = run_grid(workdir, config, "--cache", snakefile=workflow / "Snakefile", env=env)
+    return {"rows": rows, "config": config, "workflow": workflow, "workdir": workdir, "env": env, "root": root}
 
+
+def test_micro_grid_prunes_the_top_k_and_says_kernels_are_dense(micro):
+    rows, config, workdir = micro["rows"], micro["config"], micro["workdir"]
+    assert {r["bits"] for r in rows} == {"4", "32"}
     # The paper's flow: exactly the top-k unpruned fine-tuned cells by R were pruned, each with every method.
     k, methods = config["top_k"], {"magnitude", "wanda"}
     top = {(r["bits"], r["epochs"]) for r in rows if r["pruning"] == "none" and r["top_k"] == "1"}
     assert len(top) == k
-    assert top == {(str(c.bits), str(c.epochs)) for c in read_selection(tmp_path / "results/selection/rca.json", "rca")}
+    assert top == {(str(c.bits), str(c.epochs)) for c in read_selection(workdir / "results/selection/rca.json", "rca")}
     pruned = [r for r in rows if r["pruning"] != "none"]
     assert {(r["bits"], r["epochs"]) for r in pruned} == top and len(pruned) == k * len(methods)
     assert {r["pruning_method"] for r in pruned} == methods
     for row in pruned:  # 2:4 on a CPU: masked-dense, and said so
         assert abs(float(row["sparsity"]) - 0.5) < 0.005
         assert row["sparse_kernel"] == "dense kernels — no speedup expected" and row["speedup_vs_dense"] == ""
-    assert "no speedup expected" in (tmp_path / "results" / "report.html").read_text()
+    assert "no speedup expected" in (workdir / "results" / "report.html").read_text()
 
-    assert planned_jobs(tmp_path, tmp_path / "config.yaml") == {}
 
-    everything = tmp_path / "all.yaml"
+def test_a_rerun_does_nothing_and_a_grid_value_adds_only_its_cells(micro):
+    config, workdir, snakefile = micro["config"], micro["workdir"], micro["workflow"] / "Snakefile"
+    assert planned_jobs(workdir, workdir / "config.yaml", snakefile) == {}
+
+    k, methods = config["top_k"], config["pruning"]["methods"]
+    everything = workdir / "all.yaml"
     everything.write_text(yaml.safe_dump({**config, "pruning": {**config["pruning"], "select": "all"}}))
     unselected = len(config["bits"]) * len(config["epochs"]) - k
-    assert planned_jobs(tmp_path, everything) == {
+    assert planned_jobs(workdir, everything, snakefile) == {
         "evaluate": unselected * len(methods), "aggregate": 1, "report": 1, "all": 1,
     }  # fmt: skip
 
-    config["epochs"].append(3)
-    bigger = tmp_path / "bigger.yaml"
-    bigger.write_text(yaml.safe_dump(config))
-    assert planned_jobs(tmp_path, bigger) == {
-        "finetune": len(config["bits"]),
-        "evaluate": len(config["bits"]),
-        "select_for_pruning": 1,
-        "aggregate": 1,
-        "report": 1,
-        "all": 1,
-    }
+    bigger = workdir / "bigger.yaml"
+    bigger.write_text(yaml.safe_dump({**config, "epochs": [*config["epochs"], 3]}))
+    assert planned_jobs(workdir, bigger, snakefile) == {
+        "finetune": len(config["bits"]), "evaluate": len(config["bits"]), "select_for_pruning": 1, "aggregate": 1,
+        "report": 1, "all": 1,
+    }  # fmt: skip
+
+
+def edited(path: Path, text: str):
+    """Append `text` to `path` for the length of a `with` block, then put back its content and its times."""
+
+    class Edit:
+        def __enter__(self) -> None:
+            self.content, self.stat = path.read_bytes(), path.stat()
+            path.write_bytes(self.content + text.encode())
+
+        def __exit__(self, *exc: object) -> None:
+            path.write_bytes(self.content)
+            os.utime(path, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+
+    return Edit()
+
+
+def test_each_edit_reruns_exactly_what_depends_on_it(micro):
+    config, workdir, workflow = micro["config"], micro["workdir"], micro["workflow"]
+    snakefile = workflow / "Snakefile"
+
+    # One fine-tune setting of one cell: that cell's fine-tuning and what follows from it, nothing else.
+    one_cell = workdir / "one_cell.yaml"
+    training = {**config["training"], "cells": {"b4-e1": {"lr": 0.002}}}
+    one_cell.write_text(yaml.safe_dump({**config, "training": training}))
+    jobs = dry_run(workdir, one_cell, snakefile)
+    rules = Counter(rule for rule, _ in jobs)
+    assert rules["finetune"] == 1 and not rules["embedded_model"] and not rules["prepare_data"]
+    assert all((w["bits"], w["epochs"]) == ("4", "1") for rule, w in jobs if rule in ("finetune", "evaluate"))
+    assert rules["evaluate"] >= 1 and rules["aggregate"] == rules["report"] == 1
+
+    with edited(workflow / "report" / "report.html.j2", "<!-- edited -->\n"):
+        assert planned_jobs(workdir, workdir / "config.yaml", snakefile) == {"report": 1, "all": 1}
+
+    with edited(workflow / "joulebench" / "metrics.py", "\n# edited\n"):
+        rules = Counter(rule for rule, _ in dry_run(workdir, workdir / "config.yaml", snakefile))
+    # The unpruned evaluations; the pruned ones join once the checkpoint they follow has run again.
+    assert rules == {"evaluate": len(unpruned_cells(config)), "select_for_pruning": 1, "aggregate": 1, "report": 1,
+                     "all": 1}  # fmt: skip
+
+    assert planned_jobs(workdir, workdir / "config.yaml", snakefile) == {}  # every edit was put back
+
+
+def test_the_cache_serves_a_fresh_working_directory(micro):
+    fresh = micro["root"] / "fresh"
+    fresh.mkdir()
+    rows = run_grid(fresh, micro["config"], "--cache", snakefile=micro["workflow"] / "Snakefile", env=micro["env"])
+    assert len(rows) == len(micro["rows"])
+    cache = Path(micro["env"]["SNAKEMAKE_OUTPUT_CACHE"])
+    for stage, record in (("finetune", "train.json"), ("eval", "eval.json"), ("models", "pretrain.json")):
+        records = list((fresh / "results" / stage).rglob(record))
+        assert records and all(path.is_symlink() and path.resolve().parent == cache for path in records), stage
+        # Snakemake creates a cached job's log file, but no job ran to write into it.
+        assert all(log.stat().st_size == 0 for log in (fresh / "logs" / stage).rglob("*.log")), stage
 
 
 @pytest.mark.skipif(not SAF_DIR.is_dir(), reason=f"the real SAF data is not at {SAF_DIR}")
