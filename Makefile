@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.joulebench-installed
 CORES ?= all
 
-.PHONY: report test test-fast lint bench clean setup
+.PHONY: report test test-fast test-slurm lint bench clean setup
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
+
+test-slurm: $(STAMP)
+	JOULEBENCH_SLURM=1 $(BIN)/python -m pytest -q -rs -m slurm tests/test_slurm.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/meter_overhead.py
