@@ -330,7 +330,6 @@ def report(summary: str, config: dict[str, Any], template_dir: str, out_html: st
         training_note=training_note(data["training"]),
         prune_all=prunes_all(config),
         run_info=run_info(data.get("run", {}), config),
-        selection=data.get("selection", {}),
         examples=data.get("examples", []),
     )
     write_report(inputs, Path(template_dir), Path(out_html), Path(out_pdf))

@@ -17,7 +17,6 @@ from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from joulebench import charts
 from joulebench.io import atomic_write_bytes, atomic_write_text
-from joulebench.rank import rank_cells
 from joulebench.sparse_kernels import DENSE_LABEL
 from joulebench.summary import COLUMNS
 
@@ -66,9 +65,6 @@ class ReportInputs:
     # config_sha256, started, finished, duration_s, container_image, container_digest, meters ({component: source}),
     # grid_intensity_g_per_kwh, pue, region, tracking_mode; all optional, other keys are shown as given.
     run_info: dict[str, Any] = field(default_factory=dict)
-    # dataset -> {"ranking": [...], "selected": [...]}: results/selection/<dataset>.json, entries with model, bits,
-    # epochs, finetune_rank, score, phi, rho, total_kwh.
-    selection: dict[str, Any] = field(default_factory=dict)
     # Each: dataset, cell, id, target, prediction, base_prediction (model optional).
     examples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -169,52 +165,25 @@ def _decorate(row: Mapping[str, str], with_model: bool, top_k: int) -> dict[str,
     }
 
 
-def _selection_key(entry: Mapping[str, Any]) -> tuple[str, str, str]:
-    return (str(entry.get("model", "")), charts.bits_key(entry.get("bits")), charts.bits_key(entry.get("epochs")))
-
-
-def finetune_ranking(
-    rows: Sequence[Mapping[str, str]], selection: Mapping[str, Any] | None, w: float, prune_all: bool,
-    with_model: bool,
-) -> list[dict[str, Any]]:
-    """One dataset's unpruned fine-tuned cells by `finetune_rank`, with the R that chose the top k.
-
-    That R is normalised over these cells only; it is taken from the selection file when there is one, else
-    recomputed from the rows' φ and ρ (φ_i = base_i / E_i, so base_i = φ_i · E_i gives back the same φ).
-    """
+def finetune_ranking(rows: Sequence[Mapping[str, str]], prune_all: bool, with_model: bool) -> list[dict[str, Any]]:
+    """One dataset's unpruned fine-tuned cells by `finetune_rank`, with the R that chose the top k (normalised over
+    these cells only: `finetune_score`)."""
     unpruned = [
         row for row in rows
         if charts.is_ok(row) and not charts.is_reference(row) and not charts.is_pruned(row)
     ]  # fmt: skip
-    by_key = {_selection_key(e): e for e in (selection or {}).get("ranking", []) if isinstance(e, Mapping)}
-    chosen = {_selection_key(e) for e in (selection or {}).get("selected", []) if isinstance(e, Mapping)}
-    computed = _recomputed_scores(unpruned, w)
-    view = []
-    for row, score in zip(unpruned, computed, strict=True):
-        entry = by_key.get(_selection_key(row), {})
-        view.append({
+    view = [
+        {
             **_decorate(row, with_model, 0),
-            "ft_score": entry.get("score", score),
-            "ft_phi": entry.get("phi", row.get("phi", "")),
-            "ft_rho": entry.get("rho", row.get("rho", "")),
+            "ft_score": row.get("finetune_score", ""),
+            "ft_phi": row.get("phi", ""),
+            "ft_rho": row.get("rho", ""),
             "ft_p_first": format_share(row.get("finetune_p_first")),
-            "pruned": prune_all or str(row.get("top_k", "")).strip() in {"1", "True", "true"}
-            or _selection_key(row) in chosen,
-        })  # fmt: skip
+            "pruned": prune_all or str(row.get("top_k", "")).strip() in {"1", "True", "true"},
+        }
+        for row in unpruned
+    ]
     return sorted(view, key=lambda r: (charts.to_float(r.get("finetune_rank")) or math.inf, r["label"]))
-
-
-def _recomputed_scores(rows: Sequence[Mapping[str, str]], w: float) -> list[Any]:
-    energies = [charts.to_float(row.get("total_kwh")) for row in rows]
-    phis = [charts.to_float(row.get("phi")) for row in rows]
-    rhos = [charts.to_float(row.get("rho")) for row in rows]
-    if not rows or any(v is None for v in (*energies, *phis, *rhos)):
-        return [""] * len(rows)
-    try:
-        bases = [p * e for p, e in zip(phis, energies, strict=True)]  # type: ignore[operator]
-        return [r.score for r in rank_cells(energies, bases, rhos, w)]  # type: ignore[arg-type]
-    except ValueError:
-        return [""] * len(rows)
 
 
 def format_share(value: Any) -> str:
@@ -255,8 +224,7 @@ def quality_view(rows: Sequence[Mapping[str, str]], with_model: bool) -> list[di
 
 
 def dataset_sections(
-    rows: Sequence[Mapping[str, str]], top_k: int, w: float = 0.5, prune_all: bool = False,
-    selection: Mapping[str, Any] | None = None,
+    rows: Sequence[Mapping[str, str]], top_k: int, prune_all: bool = False
 ) -> list[dict[str, Any]]:
     """Per dataset: the fine-tune ranking, the final ranking (reference first, then by rank), the quality
     differences against the base model, and the cells that did not finish."""
@@ -270,7 +238,7 @@ def dataset_sections(
         sections.append({
             "name": dataset,
             "models": list(dict.fromkeys(row["model"] for row in mine)),
-            "finetune": finetune_ranking(ok, (selection or {}).get(dataset), w, prune_all, with_model),
+            "finetune": finetune_ranking(ok, prune_all, with_model),
             "ranked": [_decorate(row, with_model, top_k) for row in ok],
             "dense_pruned": any(row["sparse_kernel"] == DENSE_LABEL for row in ok),
             "sparse_pruned": any(row["speedup_vs_dense"] for row in ok),
@@ -432,7 +400,7 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
         "config_text_hash": hashlib.sha256(inputs.config_yaml.encode("utf-8")).hexdigest(),
         "provenance": [(str(k), _text(v)) for k, v in inputs.provenance.items()],
         "run_info": run_info_items(inputs.run_info),
-        "datasets": dataset_sections(rows, inputs.top_k, inputs.w, inputs.prune_all, inputs.selection),
+        "datasets": dataset_sections(rows, inputs.top_k, inputs.prune_all),
         "quality_names": QUALITY_METRICS,
         "energy_rows": energy_table(rows),
         "energy_sources": sorted({row["energy_source"] for row in rows if row["energy_source"]}),

@@ -19,7 +19,7 @@ COLUMNS = [
     "infer_kwh_ci95", "infer_j_per_token", "infer_j_per_token_ci95", "wh_per_1k_queries", "repeats", "energy_cv",
     "tokens_per_s", "tokens_per_s_ci95", "latency_s", "latency_s_ci95", "peak_mem_mb", "model_size_mb", "sparsity",
     "sparse_kernel", "speedup_vs_dense", "dense_j_per_token",
-    "phi", "rho", "score", "rank", "finetune_rank", "top_k",
+    "phi", "rho", "score", "rank", "finetune_rank", "finetune_score", "top_k",
     "delta_rho", "delta_rho_lo", "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first",
     "delta_parent_rho", "delta_parent_rho_lo", "delta_parent_rho_hi", "verdict_parent_rho",
     "train_loss_first", "train_loss_last", "train_wall_s", "generated_tokens",
@@ -107,7 +107,7 @@ def add_ranking(rows: Sequence[dict[str, Any]], w: float, k: int) -> None:
             r.update(phi=ranked.phi, score=ranked.score, rank=ranked.rank)
         unpruned = [r for r in tuned if r["pruning"] == "none"]
         for r, ranked in zip(unpruned, _rank(unpruned, base, w), strict=True):
-            r.update(finetune_rank=ranked.rank, top_k=int(ranked.rank <= k))
+            r.update(finetune_rank=ranked.rank, finetune_score=ranked.score, top_k=int(ranked.rank <= k))
 
 
 def _rank(rows: Sequence[dict[str, Any]], base: dict[tuple[str, str], float], w: float) -> list[Ranked]:

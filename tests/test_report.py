@@ -95,7 +95,8 @@ def _cell_row(dataset: str, model: str, cell: tuple, base_total: float, top_k: i
         "sparsity": (0.5 if "2:4" in pruning else 0.3) if pruned else 0.0,
         "sparse_kernel": DENSE_LABEL if pruned else "",
         "rho": rho, "phi": base_total / total, "score": score, "rank": rank,
-        "finetune_rank": ft_rank, "top_k": None if ft_rank is None else int(ft_rank <= top_k), "error": "",
+        "finetune_rank": ft_rank, "finetune_score": None if ft_rank is None else score,
+        "top_k": None if ft_rank is None else int(ft_rank <= top_k), "error": "",
     }  # fmt: skip
     row.update({metric: rho * share for metric, share in METRIC_SHARE.items()})
     return row
@@ -157,16 +158,6 @@ def realistic_training() -> list[dict[str, Any]]:
     return training
 
 
-def realistic_selection() -> dict[str, Any]:
-    ranking = [
-        {"model": "tiny-llama", "bits": bits, "epochs": epochs, "finetune_rank": ft, "score": score, "rho": rho,
-         "phi": RCA_CELLS[0][5] / total, "total_kwh": total}
-        for bits, epochs, pruning, _, ft, total, _, _, rho, score in RCA_CELLS if ft is not None
-    ]  # fmt: skip
-    ranking.sort(key=lambda e: e["finetune_rank"])
-    return {"rca": {"ranking": ranking, "selected": ranking[:3], "top_k": 3, "w": 0.7}}
-
-
 def realistic_inputs(**overrides: Any) -> ReportInputs:
     values: dict[str, Any] = dict(
         rows=realistic_rows(), training=realistic_training(),
@@ -181,7 +172,6 @@ def realistic_inputs(**overrides: Any) -> ReportInputs:
             "duration_s": 663.0, "meters": {"cpu": "codecarbon-estimate", "gpu": "none", "ram": "codecarbon-estimate"},
             "grid_intensity_g_per_kwh": 3.9, "pue": 1.0, "region": "CAN / quebec", "tracking_mode": "process",
         },
-        selection=realistic_selection(),
         examples=[
             {"dataset": "rca", "model": "tiny-llama", "cell": "b4 e1 magnitude 2:4", "id": "TKT-000435",
              "target": "Cause: OSPF hello/dead timer mismatch on xe-0/0/16. Fix: Set the same intervals on both ends.",
@@ -208,7 +198,7 @@ def hostile_inputs() -> ReportInputs:
         if cell["dataset"] == "saf":
             cell["dataset"], cell["model"] = f"saf {SCRIPT}", f"tiny {IMG}"
     return realistic_inputs(
-        rows=rows, training=training, selection={},
+        rows=rows, training=training,
         provenance={"hardware": IMG}, run_info={"region": SCRIPT, "container_image": IMG},
         examples=[{"dataset": f"saf {SCRIPT}", "cell": IMG, "id": SCRIPT, "target": IMG,
                    "prediction": f"{SCRIPT}{IMG}", "base_prediction": f"</td></tr></table>{SCRIPT}"}],
@@ -312,17 +302,16 @@ def test_finetune_ranking_marks_the_top_k_as_pruned(tree):
     marked = [_text(tr) for tr in rca if "→ pruned" in _text(tr)]
     assert len(marked) == 3 and all(t.split()[:3] in (["1", "4", "1"], ["2", "16", "1"], ["3", "8", "1"])
                                     for t in marked)  # fmt: skip
-    # R comes from the selection file (rank 1: 0.8292); φ = E_base / E_cell.
+    # R is the fine-tune ranking's own (finetune_score; rank 1: 0.8292); φ = E_base / E_cell.
     first = [_text(td) for td in rca[0].iter(f"{XHTML}td")]
     assert first[:5] == ["1", "4", "1", "0.829", f"{1.08e-05 / 7.829e-05:.3f}"]
     assert "52 %" in first  # finetune_p_first
     headers = [_text(th) for th in tables[0].iter(f"{XHTML}th")]
     for name in ("R (score)", "φ", "ρ", "BLEU", "ROUGE‑1", "ROUGE‑2", "ROUGE‑L", "METEOR", "BERTScore F1", "cosine"):
         assert name in headers
-    # saf has no selection file: R is recomputed over its unpruned cells, both of which were selected.
     saf = [[_text(td) for td in tr.iter(f"{XHTML}td")] for tr in _rows_of(tables[1])]
     assert [r[0] for r in saf] == ["1", "2"] and all(r[-1] == "→ pruned" for r in saf)
-    assert saf[0][3] == "1.000"  # the best unpruned cell on both terms scores 1
+    assert saf[0][3] == "0.810"
 
 
 def test_final_ranking_lists_reference_first_then_rank_with_kernel_marks(tree, html):
@@ -369,7 +358,7 @@ def test_a_difference_without_both_bounds_is_not_shown():
 
 
 def test_older_summaries_say_intervals_were_not_computed():
-    html = render_html(realistic_inputs(rows=realistic_rows(uncertainty=False), selection={}), TEMPLATES)
+    html = render_html(realistic_inputs(rows=realistic_rows(uncertainty=False)), TEMPLATES)
     assert html.count("Intervals were not computed") == 2
     assert "p(first)" not in html and "▲" not in html.split('id="energy"')[0]
     assert "Hatched bars have no interval" in html  # Fig. 6 falls back to the sign of the point estimate

@@ -26,10 +26,12 @@ from .test_report import _page_ink as page_ink
 pytestmark = pytest.mark.integration
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-SOMETIMES_EMPTY = {"error", "rank", "finetune_rank", "top_k", "score", "train_loss_first", "train_loss_last",
-                   "train_wall_s", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token", "delta_rho",
-                   "delta_rho_lo", "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first", "delta_parent_rho",
-                   "delta_parent_rho_lo", "delta_parent_rho_hi", "verdict_parent_rho"}  # fmt: skip
+SOMETIMES_EMPTY = {
+    "error", "rank", "finetune_rank", "finetune_score", "top_k", "score", "train_loss_first", "train_loss_last",
+    "train_wall_s", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token", "delta_rho", "delta_rho_lo",
+    "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first", "delta_parent_rho", "delta_parent_rho_lo",
+    "delta_parent_rho_hi", "verdict_parent_rho",
+}  # fmt: skip
 ALWAYS_FILLED = [c for c in COLUMNS if c not in SOMETIMES_EMPTY]
 TUNED_ONLY = ["rank", "score", "train_loss_first", "train_loss_last", "train_wall_s", "delta_rho", "delta_rho_lo",
               "delta_rho_hi", "verdict_rho", "p_first"]  # fmt: skip
