@@ -193,25 +193,33 @@ def provenance(monitor: Any, energy: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def software_and_hardware() -> dict[str, str]:
+REPORTED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "codecarbon", "snakemake", "nltk",
+                     "bert-score", "sentence-transformers", "rouge-score", "weasyprint", "jinja2")  # fmt: skip
+
+
+def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def software_and_hardware() -> dict[str, str]:
     import torch
 
-    info = {
+    return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": str(os.cpu_count()),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        **package_versions(REPORTED_PACKAGES),
     }
-    for package in ("torch", "transformers", "peft", "bitsandbytes", "codecarbon", "snakemake", "nltk",
-                    "bert-score", "sentence-transformers", "rouge-score", "weasyprint", "jinja2"):  # fmt: skip
-        try:
-            info[package] = version(package)
-        except PackageNotFoundError:
-            info[package] = "not installed"
-    return info
 
 
 def cpu_model() -> str:
@@ -224,15 +232,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def collect_rows(evaluations: list[str], trainings: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One summary row per evaluated cell, joined with its fine-tuning record; and the fine-tuning records."""
-    rows, _, training_records = load_records(evaluations, trainings)
-    return rows, training_records
-
-
 def load_records(
     evaluations: list[str], trainings: list[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One summary row per evaluated cell, joined with its fine-tuning record; the evaluation and fine-tuning
+    records themselves."""
     from joulebench.summary import cell_row, load_json
 
     def finetune_key(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -248,7 +252,7 @@ def select_for_pruning(evaluations: list[str], trainings: list[str], w: float, k
     """The paper's flow: rank the unpruned fine-tuned cells of one dataset by R and keep the top k for pruning."""
     from joulebench.summary import add_ranking
 
-    rows, _ = collect_rows(evaluations, trainings)
+    rows, _, _ = load_records(evaluations, trainings)
     add_ranking(rows, w, k)
     tuned = [r for r in rows if not r["is_reference"] and "finetune_rank" in r]
     tuned.sort(key=lambda r: r["finetune_rank"])

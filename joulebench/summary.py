@@ -201,13 +201,14 @@ def add_uncertainty(
 
     bases = {(r["dataset"], r["model"]): r for r in rows if r["is_reference"] and r["status"] == "ok"}
     parents = {cell_key(r)[:4]: r for r in rows if r["pruning"] == "none" and r["status"] == "ok"}
+    scores = {cell_key(r): item_scores(r) for r in rows if r["status"] == "ok"}
     for dataset in sorted({r["dataset"] for r in rows}):
         samples: list[tuple[dict[str, Any], CellSample]] = []
         for row in rows:
             base = bases.get((row["dataset"], row["model"]))
             if row["dataset"] != dataset or row["is_reference"] or row["status"] != "ok" or base is None:
                 continue
-            cell, reference = item_scores(row), item_scores(base)
+            cell, reference = scores[cell_key(row)], scores[cell_key(base)]
             if cell is None or reference is None:
                 continue
             for metric, interval in paired_bootstrap(cell, reference, resamples, seed).items():
@@ -215,7 +216,7 @@ def add_uncertainty(
                             f"delta_{metric}_hi": interval.high, f"verdict_{metric}": interval.verdict})  # fmt: skip
             samples.append((row, CellSample(row["total_kwh"], base["total_kwh"], item_rho(cell))))
             parent = parents.get(cell_key(row)[:4])
-            parent_scores = item_scores(parent) if parent is not None and parent is not row else None
+            parent_scores = scores[cell_key(parent)] if parent is not None and parent is not row else None
             if parent_scores is not None:
                 interval = paired_bootstrap(cell, parent_scores, resamples, seed)["rho"]
                 row.update(delta_parent_rho=interval.estimate, delta_parent_rho_lo=interval.low,

@@ -1,6 +1,5 @@
 import json
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -9,6 +8,7 @@ sys.path.insert(0, workflow.basedir)
 
 from joulebench import cells as grid
 from joulebench.codedeps import job_code
+from joulebench.jobs import package_versions
 from joulebench.prune.base import check_setting
 
 
@@ -32,17 +32,9 @@ def code(job):
     return job_code(job, Path(workflow.basedir))
 
 
-def installed(package):
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "absent"
-
-
 # Versions the cached cells' results depend on (a container or conda env adds its own hash on top).
-SOFTWARE = canonical({p: installed(p) for p in ("torch", "transformers", "peft", "bitsandbytes", "accelerate",
-                                                "tokenizers", "codecarbon", "nltk", "rouge-score", "bert-score",
-                                                "sentence-transformers")})
+SOFTWARE = canonical(package_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate", "tokenizers",
+                                       "codecarbon", "nltk", "rouge-score", "bert-score", "sentence-transformers")))
 ENERGY = canonical(config["energy"])
 # Jobs with energy windows claim the one `energy_window` slot (profiles set the limit to 1) unless overlap is allowed.
 ENERGY_WINDOW = 0 if config["energy"].get("allow_overlap", False) else 1
