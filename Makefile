@@ -39,4 +39,4 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint --cores 1
 
 clean:
-	rm -rf results logs .snakemake
+	rm -rf results logs checkpoints .snakemake

@@ -119,16 +119,22 @@ def pruning_settings(config: dict[str, Any]) -> dict[str, Pruning]:
     """The pruning settings applied to the selected fine-tuned cells (the unpruned cell is always evaluated)."""
     settings: dict[str, Pruning] = {}
     for index, entry in enumerate(config["pruning"]["methods"]):
-        try:
-            pruning = Pruning.from_config(entry)
-        except (KeyError, ValueError) as error:
-            raise ValueError(f"pruning.methods[{index}]: {error}") from None
-        if pruning.method == "none":
-            raise ValueError(f"pruning.methods[{index}]: 'none' is implied, every fine-tuned cell is also run unpruned")
-        if pruning.id in settings:
-            raise ValueError(f"pruning.methods[{index}]: {pruning.label!r} is listed twice")
+        pruning = pruning_setting(index, entry, settings)
         settings[pruning.id] = pruning
     return settings
+
+
+def pruning_setting(index: int, entry: dict[str, Any], earlier: dict[str, Pruning]) -> Pruning:
+    """Entry `index` of `pruning.methods`, given the settings of the entries before it; a ValueError names it."""
+    try:
+        pruning = Pruning.from_config(entry)
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"pruning.methods[{index}]: {error}") from None
+    if pruning.method == "none":
+        raise ValueError(f"pruning.methods[{index}]: 'none' is implied, every fine-tuned cell is also run unpruned")
+    if pruning.id in earlier:
+        raise ValueError(f"pruning.methods[{index}]: {pruning.label!r} is listed twice")
+    return pruning
 
 
 def prunes_all(config: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ import torch
 from joulebench.data import Example
 from joulebench.energy import EnergyMonitor
 from joulebench.finetune import Batch, TrainResult, train_loop
+from joulebench.io import atomic_directory
 from joulebench.models import init_llama, train_tokenizer
 
 
@@ -82,7 +83,8 @@ def build_embedded_model(
         result = train_loop(
             model, lambda _epoch: batches, optimizer, 1, monitor, "pretrain", settings.steps, scheduler
         )
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    with atomic_directory(out_dir) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     return result
 

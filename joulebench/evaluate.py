@@ -22,6 +22,7 @@ from joulebench import memory
 from joulebench.cells import Pruning
 from joulebench.data import Example
 from joulebench.energy import EnergyMonitor, EnergySettings
+from joulebench.failures import GenerationError
 from joulebench.finetune import TrainSettings
 from joulebench.metrics import MetricSettings, quality_with_samples
 from joulebench.models import Precision, load_model, load_tokenizer, model_size_bytes
@@ -127,14 +128,17 @@ def generate(
             add_special_tokens=False,
         ).to(model.device)
         began = time.perf_counter()
-        output = model.generate(
-            **encoded,
-            max_new_tokens=settings.max_new_tokens,
-            min_new_tokens=settings.max_new_tokens if pin_tokens else None,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
+        try:
+            output = model.generate(
+                **encoded,
+                max_new_tokens=settings.max_new_tokens,
+                min_new_tokens=settings.max_new_tokens if pin_tokens else None,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        except (RuntimeError, ValueError, IndexError) as err:
+            raise GenerationError(f"prompts {start + 1}-{start + len(batch)}: {err}") from err
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         wall += time.perf_counter() - began

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -14,8 +15,11 @@ import torch
 from tqdm import tqdm
 
 from joulebench import memory
+from joulebench.checkpoints import EpochCheckpoints, restore_rng, restore_trainable, rng_state, trainable_state
 from joulebench.data import Example
 from joulebench.energy import EnergyMonitor, WindowEnergy
+from joulebench.failures import NonFiniteLoss
+from joulebench.io import atomic_directory
 from joulebench.models import Precision, load_model, load_tokenizer
 
 Batch = dict[str, torch.Tensor]
@@ -68,6 +72,7 @@ class TrainResult:
     peak_mem_mb: float = 0.0
     peak_mem_kind: str = ""
     energy: dict[str, Any] = field(default_factory=dict)
+    resumed_from_epoch: int = 0  # epochs restored from a checkpoint written by an earlier, interrupted job
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,24 +123,34 @@ def train_loop(
     phase: str,
     steps_per_epoch: int,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> TrainResult:
-    """Train for `epochs`, each epoch its own energy window nested in the phase window."""
+    """Train for `epochs`, each epoch its own energy window nested in the phase window. With `checkpoints`, the state
+    after each epoch is saved, and a saved state resumes training after its last finished epoch. A loss that is not
+    finite stops training at once (NonFiniteLoss)."""
     result = TrainResult()
+    first = 1
+    state = checkpoints.load() if checkpoints else None
+    if state is not None:
+        first = resume(state, model, optimizer, result)
+        logging.getLogger(__name__).info("%s: resumed after epoch %d from %s", phase, first - 1, checkpoints.path)
     target_device = next(model.parameters()).device
     started = time.perf_counter()
     monitor.begin_window(phase)
     model.train()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first, epochs + 1):
         monitor.begin_window(f"{phase}-epoch-{epoch}")
         memory.reset_peak()
         epoch_start = time.perf_counter()
         losses: list[float] = []
         bar = tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"{phase} epoch {epoch}/{epochs}", mininterval=2)
-        for batch in bar:
+        for step, batch in enumerate(bar, start=1):
             batch = {k: v.to(target_device) for k, v in batch.items()}
             loss = model(**batch).loss
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"{phase}: loss became {loss.item()} in epoch {epoch}")
+                monitor.end_window(f"{phase}-epoch-{epoch}")
+                monitor.end_window(phase)
+                raise NonFiniteLoss(f"{phase}: loss became {loss.item()} at step {step} of epoch {epoch}; stopped")
             loss.backward()
             optimizer.step()
             if scheduler is not None:
@@ -149,10 +164,34 @@ def train_loop(
         peak, result.peak_mem_kind = memory.peak_mb()
         result.peak_mem_mb = max(result.peak_mem_mb, peak)
         result.epochs.append(EpochRecord(epoch, sum(losses) / len(losses), len(losses), wall, peak, energy.to_dict()))
+        if checkpoints is not None:
+            checkpoints.save({
+                "epoch": epoch,
+                "result": result.to_dict(),
+                "wall_s": result.wall_s + time.perf_counter() - started,
+                "trainable": trainable_state(model),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng_state(),
+            })  # fmt: skip
     phase_energy: WindowEnergy = monitor.end_window(phase)
-    result.energy = phase_energy.to_dict()
-    result.wall_s = time.perf_counter() - started
+    restored = [asdict(e)["energy"] for e in result.epochs[: first - 1]]
+    result.energy = WindowEnergy.total(phase, [*restored, phase_energy.to_dict()]).to_dict()
+    result.wall_s += time.perf_counter() - started
     return result
+
+
+def resume(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: TrainResult) -> int:
+    """Restore a checkpoint into the model, optimizer, RNG and `result`; the first epoch still to run."""
+    restore_trainable(model, state["trainable"])
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng(state["rng"])
+    saved = state["result"]
+    result.epochs = [EpochRecord(**epoch) for epoch in saved["epochs"]]
+    result.loop_s = saved["loop_s"]
+    result.peak_mem_mb, result.peak_mem_kind = saved["peak_mem_mb"], saved["peak_mem_kind"]
+    result.wall_s = state["wall_s"]
+    result.resumed_from_epoch = int(state["epoch"])
+    return result.resumed_from_epoch + 1
 
 
 def finetune(
@@ -164,8 +203,10 @@ def finetune(
     monitor: EnergyMonitor,
     adapter_dir: Path,
     trust_remote_code: bool = False,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> TrainResult:
-    """LoRA on a 32/16-bit base, LLM.int8 + LoRA at 8 bits, QLoRA at 4 bits; the adapter is saved to `adapter_dir`."""
+    """LoRA on a 32/16-bit base, LLM.int8 + LoRA at 8 bits, QLoRA at 4 bits; the adapter is saved to `adapter_dir`
+    (atomically). With `checkpoints`, training resumes after the last epoch an interrupted job finished."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     torch.manual_seed(settings.seed)
@@ -192,6 +233,10 @@ def finetune(
         monitor,
         "finetune",
         steps,
+        checkpoints=checkpoints,
     )
-    model.save_pretrained(adapter_dir)
+    with atomic_directory(adapter_dir) as staging:
+        model.save_pretrained(staging)
+    if checkpoints is not None:
+        checkpoints.remove()
     return result

@@ -9,8 +9,9 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,26 +91,67 @@ def finetune(
     energy: dict[str, Any],
     adapter_dir: str,
     record: str,
+    checkpoint: str | None = None,
+    software: dict[str, str] | None = None,
 ) -> None:
+    """Fine-tune one cell; a failure is recorded (see `failures_recorded`). With `checkpoint`, the state after each
+    epoch is kept there, and a job re-run after a kill resumes from it."""
+    from joulebench.checkpoints import EpochCheckpoints, fingerprint
     from joulebench.data import read_examples
     from joulebench.energy import measured
     from joulebench.finetune import TrainSettings, finetune
     from joulebench.models import Precision, resolve_model_path
 
-    precision = Precision.from_config(int(cell["bits"]), training)
-    with measured(energy) as monitor:
-        result = finetune(
-            resolve_model_path(cell["model"], model, built_model),
-            read_examples(Path(train)),
-            precision,
-            TrainSettings.from_config(training),
-            int(cell["epochs"]),
-            monitor,
-            Path(adapter_dir),
-            bool(model.get("trust_remote_code", False)),
-        )
-        details = provenance(monitor, energy)
-    atomic_write_json(record, {"cell": cell, "status": "ok", "result": result.to_dict(), "provenance": details})
+    checkpoints = None
+    if checkpoint:
+        settings = {"cell": cell, "model": model, "training": training, "software": software}
+        inputs = [train, *([built_model] if built_model else [])]
+        checkpoints = EpochCheckpoints(Path(checkpoint), fingerprint(settings, inputs))
+    with failures_recorded(record, cell, lambda: Path(adapter_dir).mkdir(parents=True, exist_ok=True)):
+        precision = Precision.from_config(int(cell["bits"]), training)
+        with measured(energy) as monitor:
+            result = finetune(
+                resolve_model_path(cell["model"], model, built_model),
+                read_examples(Path(train)),
+                precision,
+                TrainSettings.from_config(training),
+                int(cell["epochs"]),
+                monitor,
+                Path(adapter_dir),
+                bool(model.get("trust_remote_code", False)),
+                checkpoints,
+            )
+            details = provenance(monitor, energy)
+        atomic_write_json(record, {"cell": cell, "status": "ok", "result": result.to_dict(), "provenance": details})
+
+
+@contextlib.contextmanager
+def failures_recorded(record: str, cell: dict[str, Any], placeholders: Callable[[], None]) -> Iterator[None]:
+    """A cell that fails (out of memory, a loss that is not finite, a generation error, any other error) writes a
+    record with status "failed" and its reason instead of failing the job: the other cells and the report go on, and
+    the run's last rule (`run_status`) lists it, makes the next run retry it and ends the run with a non-zero exit.
+    `placeholders` creates the job's other outputs. The traceback goes to the job's log."""
+    from joulebench.failures import describe
+
+    try:
+        yield
+    except Exception as err:
+        logging.getLogger("joulebench").exception("cell %s failed", cell_name(cell))
+        placeholders()
+        failure = describe(err)
+        atomic_write_json(record, {
+            "cell": cell,
+            "status": "failed",
+            "error": failure["error"],
+            "failure": failure,
+            "provenance": {**software_and_hardware(), **job_times()},
+        })  # fmt: skip
+
+
+def cell_name(cell: dict[str, Any]) -> str:
+    """A fine-tuning's name (dataset/model/b4-e5), or an evaluation's with its pruning (…/b4-e5-magnitude30)."""
+    name = f"{cell['dataset']}/{cell['model']}/b{cell['bits']}-e{cell['epochs']}"
+    return f"{name}-{cell['pruning_label']}" if "pruning_label" in cell else name
 
 
 def evaluate(
@@ -128,7 +170,10 @@ def evaluate(
     energy: dict[str, Any],
     record: str,
     predictions: str,
+    training_record: str | None = None,
 ) -> None:
+    """Evaluate one cell (pruned first, if its setting says so); a failure is recorded (`failures_recorded`), and a
+    cell whose fine-tuning failed is recorded as skipped without loading anything."""
     from joulebench.cells import Pruning
     from joulebench.data import read_examples
     from joulebench.energy import EnergySettings, measured
@@ -139,44 +184,45 @@ def evaluate(
     from joulebench.models import Precision, resolve_model_path
     from joulebench.prune import CalibrationSettings
 
-    examples = read_examples(Path(test))
     setting = Pruning(**pruning)
-    with measured(energy) as monitor:
-        result = evaluate_cell(
-            resolve_model_path(cell["model"], model, built_model),
-            Path(adapter_dir) if adapter_dir else None,
-            Precision.from_config(int(cell["bits"]), training),
-            setting,
-            examples,
-            GenerationSettings.from_config(generation),
-            TrainSettings.from_config(training),
-            MetricSettings(
-                embedding_model=metrics.get("embedding_model"),
-                bertscore_layers=int(metrics.get("bertscore_layers", 6)),
-            ),
-            monitor,
-            EnergySettings.from_config(energy),
-            bool(model.get("trust_remote_code", False)),
-            calibration_examples=read_examples(Path(train)),
-            calibration=CalibrationSettings.from_config(calibration),
-            sparse_kernels=sparse_kernels,
-        )
-        details = provenance(monitor, energy)
-    lines = [
-        {"id": e.id, "label": e.label, "target": e.target, "prediction": p,
-         "scores": {metric: values[index] for metric, values in result.item_scores.items()}}
-        for index, (e, p) in enumerate(zip(examples, result.predictions, strict=True))
-    ]  # fmt: skip
-    write_jsonl(predictions, lines)
-    atomic_write_json(
-        record,
-        {
-            "cell": {**cell, "pruning_label": setting.label, "pruning_method": setting.method},
-            "status": "ok",
-            "result": result.to_dict(),
-            "provenance": details,
-        },
-    )
+    described = {**cell, "pruning_label": setting.label, "pruning_method": setting.method}
+    if training_record and (tuned := json.loads(Path(training_record).read_text()))["status"] != "ok":
+        write_jsonl(predictions, [])
+        atomic_write_json(record, {
+            "cell": described, "status": "skipped", "error": f"its fine-tuning failed ({tuned.get('error', '')})",
+        })  # fmt: skip
+        return
+    with failures_recorded(record, described, lambda: write_jsonl(predictions, [])):
+        examples = read_examples(Path(test))
+        with measured(energy) as monitor:
+            result = evaluate_cell(
+                resolve_model_path(cell["model"], model, built_model),
+                Path(adapter_dir) if adapter_dir else None,
+                Precision.from_config(int(cell["bits"]), training),
+                setting,
+                examples,
+                GenerationSettings.from_config(generation),
+                TrainSettings.from_config(training),
+                MetricSettings(
+                    embedding_model=metrics.get("embedding_model"),
+                    bertscore_layers=int(metrics.get("bertscore_layers", 6)),
+                ),
+                monitor,
+                EnergySettings.from_config(energy),
+                bool(model.get("trust_remote_code", False)),
+                calibration_examples=read_examples(Path(train)),
+                calibration=CalibrationSettings.from_config(calibration),
+                sparse_kernels=sparse_kernels,
+            )
+            details = provenance(monitor, energy)
+        lines = [
+            {"id": e.id, "label": e.label, "target": e.target, "prediction": p,
+             "scores": {metric: values[index] for metric, values in result.item_scores.items()}}
+            for index, (e, p) in enumerate(zip(examples, result.predictions, strict=True))
+        ]  # fmt: skip
+        write_jsonl(predictions, lines)
+        outcome = {"cell": described, "status": "ok", "result": result.to_dict(), "provenance": details}
+        atomic_write_json(record, outcome)
 
 
 def provenance(monitor: Any, energy: dict[str, Any]) -> dict[str, Any]:
@@ -187,10 +233,13 @@ def provenance(monitor: Any, energy: dict[str, Any]) -> dict[str, Any]:
     return {
         **software_and_hardware(),
         "measurement": measurement(monitor, EnergySettings.from_config(energy)),
-        "started_utc": utc(_job_started),
-        "finished_utc": utc(time.time()),
-        "job_seconds": time.time() - _job_started,
+        **job_times(),
     }
+
+
+def job_times() -> dict[str, Any]:
+    now = time.time()
+    return {"started_utc": utc(_job_started), "finished_utc": utc(now), "job_seconds": now - _job_started}
 
 
 REPORTED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "codecarbon", "snakemake", "nltk",
@@ -286,11 +335,62 @@ def aggregate(
     write_summary(rows, Path(out_csv))
     atomic_write_json(out_json, {
         "rows": rows,
-        "training": [training_series(r) for r in training_records],
+        "training": [training_series(r) for r in training_records if r["status"] == "ok"],
         "selection": {Path(path).stem: load_json(Path(path)) for path in selections},
         "examples": answer_examples(rows, predictions),
         "run": run_summary(evaluation_records + training_records),
     })  # fmt: skip
+
+
+class RunIncomplete(Exception):
+    """Cells failed: the message names them, one a line."""
+
+
+def run_status(evaluations: list[str], trainings: list[str], out: str) -> None:
+    """The run's last job. When every cell succeeded it writes `out`. Otherwise it removes the failed cells' outputs
+    (and their entries in Snakemake's output cache: a failure is not a result to serve again), so that the next run
+    retries exactly those cells, and raises RunIncomplete naming them: the run's exit status says it is incomplete,
+    while the report already lists them."""
+    records = {path: json.loads(Path(path).read_text()) for path in [*trainings, *evaluations]}
+    unfinished = {path: record for path, record in records.items() if record["status"] != "ok"}
+    if not unfinished:
+        atomic_write_json(out, {"complete": True, "evaluated_cells": len(evaluations), "fine_tunings": len(trainings)})
+        return
+    cache = os.environ.get("SNAKEMAKE_OUTPUT_CACHE")
+    for path in unfinished:
+        forget_outputs(Path(path).parent, Path(cache) if cache else None)
+    failed = {path: r for path, r in unfinished.items() if r["status"] == "failed"}
+    tunings = sum(path in trainings for path in failed)
+    counts = [f"{tunings} fine-tuning(s)" if tunings else "", f"{len(failed) - tunings} evaluation(s)"
+              if len(failed) > tunings else ""]  # fmt: skip
+    skipped = len(unfinished) - len(failed)
+    message = "\n".join([
+        f"run incomplete: {' and '.join(c for c in counts if c)} failed"
+        + (f" ({skipped} evaluation(s) skipped after them)" if skipped else "")
+        + "; the report lists them, and the next run retries them:",
+        *(f"  {cell_name(r['cell'])}: {r['error']}" for r in failed.values()),
+    ])  # fmt: skip
+    logging.getLogger("joulebench").error(message)
+    raise RunIncomplete(message)
+
+
+def forget_outputs(folder: Path, cache: Path | None) -> None:
+    """Remove one job's output folder; where its files link into the output cache, remove those entries too."""
+    if not folder.exists():
+        return
+    cached = set()
+    for entry in [*folder.iterdir(), *(e for d in folder.iterdir() if d.is_dir() and not d.is_symlink()
+                                       for e in d.iterdir())]:  # fmt: skip
+        target = entry.resolve() if entry.is_symlink() else None
+        if target is not None and cache is not None and target.is_relative_to(cache.resolve()):
+            # A fetched folder links each file; the cache entry is their folder.
+            cached.add(target if entry.parent == folder else target.parent)
+    shutil.rmtree(folder)
+    for target in cached:
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:

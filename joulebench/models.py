@@ -16,6 +16,9 @@ from typing import Any
 import torch
 
 BITS = (4, 8, 16, 32)
+DTYPES_16 = ("bfloat16", "float16")
+QUANT_TYPES_4BIT = ("nf4", "fp4")
+COMPUTE_DTYPES_4BIT = ("bfloat16", "float16", "float32")
 
 
 @dataclass(frozen=True)
@@ -31,12 +34,19 @@ class Precision:
     def from_config(cls, bits: int, training: dict[str, Any]) -> Precision:
         if bits not in BITS:
             raise ValueError(f"bits must be one of {BITS}, got {bits}")
-        return cls(
+        precision = cls(
             bits=bits,
             dtype_16=training.get("dtype_16", "bfloat16"),
             quant_type_4bit=training.get("bnb_4bit_quant_type", "nf4"),
             compute_dtype_4bit=training.get("bnb_4bit_compute_dtype", "bfloat16"),
         )
+        # The dtype names become torch attributes: only these few, never any name a config supplies.
+        for key, value, allowed in (("dtype_16", precision.dtype_16, DTYPES_16),
+                                    ("bnb_4bit_quant_type", precision.quant_type_4bit, QUANT_TYPES_4BIT),
+                                    ("bnb_4bit_compute_dtype", precision.compute_dtype_4bit, COMPUTE_DTYPES_4BIT)):
+            if value not in allowed:
+                raise ValueError(f"training.{key}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
+        return precision
 
     @property
     def torch_dtype(self) -> torch.dtype:

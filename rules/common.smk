@@ -7,16 +7,18 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from joulebench import cells as grid
+from joulebench import preflight
 from joulebench.codedeps import job_code
 from joulebench.jobs import package_versions
-from joulebench.prune.base import check_setting
 
 
+# Checks before anything runs (joulebench/preflight.py): the config, its datasets, models and paths, from the working
+# directory (--directory). Each problem is one line on stderr, then exit status 1 (a SystemExit: no traceback), before
+# any job or output folder exists. Snakemake's validate then only fills in the schema's defaults.
+preflight.exit_on_problems(config, Path.cwd(), Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
 
 PRUNING = grid.pruning_settings(config)
-for _setting in PRUNING.values():
-    check_setting(_setting)
 FINETUNE_CELLS = grid.finetune_cells(config)
 UNPRUNED_CELLS = grid.unpruned_cells(config)
 CONTAINER = config.get("container", None)
@@ -93,6 +95,13 @@ def adapter_input(wildcards):
     if int(wildcards.epochs) == 0:
         return []
     return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/adapter"
+
+
+def training_record_input(wildcards):
+    """The fine-tuning record of an evaluated cell (a failed fine-tuning skips the evaluation); none for epochs 0."""
+    if int(wildcards.epochs) == 0:
+        return []
+    return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/train.json"
 
 
 def cell_param(wildcards):

@@ -4,6 +4,7 @@ rule evaluate:
         train="results/data/{dataset}/train.jsonl",
         base=base_model_input,
         adapter=adapter_input,
+        training=training_record_input,
         code=code("evaluate"),
     output:
         record="results/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}/eval.json",

@@ -12,6 +12,7 @@ rule finetune:
         training=training_param,
         energy=ENERGY,
         software=SOFTWARE,
+        checkpoint=lambda w: canonical(f"checkpoints/{w.dataset}/{w.model}/b{w.bits}-e{w.epochs}.pt"),
     cache: True
     threads: 1
     resources:

@@ -39,3 +39,21 @@ rule report:
         CONTAINER
     script:
         "../scripts/report.py"
+
+
+rule run_status:
+    input:
+        evaluations=eval_records,
+        trainings=train_records,
+        report="results/report.pdf",
+        code=code("run_status"),
+    output:
+        status="results/run_status.json",
+    log:
+        "logs/run_status.log",
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
+    script:
+        "../scripts/run_status.py"

@@ -12,4 +12,6 @@ with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
         energy=params["energy"],
         adapter_dir=sm.output.adapter,
         record=sm.output.record,
+        checkpoint=params["checkpoint"],
+        software=params["software"],
     )

@@ -94,6 +94,64 @@ def test_finetuning_lowers_the_loss_and_saves_an_adapter(tiny_model, examples, b
     assert result.energy["total_kwh"] >= sum(epoch.energy["total_kwh"] for epoch in result.epochs)
 
 
+@pytest.mark.parametrize("bits", [4, 32])
+def test_a_fine_tuning_interrupted_after_epoch_1_resumes_to_the_same_adapter(tiny_model, examples, bits, tmp_path,
+                                                                              monkeypatch):  # fmt: skip
+    from safetensors.torch import load_file
+
+    import joulebench.finetune as module
+    from joulebench.checkpoints import EpochCheckpoints
+
+    settings = TrainSettings(batch_size=8, lr=3e-3, max_prompt_tokens=96, max_target_tokens=48,
+                             lora_targets=("q_proj", "v_proj"))  # fmt: skip
+    checkpoints = EpochCheckpoints(tmp_path / "state.pt", "settings-hash")
+
+    def run(out: str, with_checkpoints: bool):
+        with fake_monitor(CountingMeter()) as monitor:
+            return finetune(str(tiny_model), examples[:24], Precision(bits), settings, 3, monitor, tmp_path / out,
+                            checkpoints=checkpoints if with_checkpoints else None)  # fmt: skip
+
+    clean = run("clean", False)
+    batches = module.shuffled_batches
+
+    def killed_in_epoch_2(pairs, batch_size, pad_id, seed):
+        if seed == settings.seed + 2:
+            raise KeyboardInterrupt("killed")
+        return batches(pairs, batch_size, pad_id, seed)
+
+    monkeypatch.setattr(module, "shuffled_batches", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", True)
+    assert torch.load(checkpoints.path, weights_only=True)["epoch"] == 1 and not (tmp_path / "resumed").exists()
+    monkeypatch.setattr(module, "shuffled_batches", batches)
+    resumed = run("resumed", True)
+
+    assert resumed.resumed_from_epoch == 1 and clean.resumed_from_epoch == 0
+    assert [e.loss for e in resumed.epochs] == pytest.approx([e.loss for e in clean.epochs], rel=1e-5)
+    weights = [load_file(tmp_path / out / "adapter_model.safetensors") for out in ("clean", "resumed")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.allclose(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6) for k in weights[0])
+    assert not checkpoints.path.exists()  # removed once the adapter is saved
+
+
+def test_a_stale_checkpoint_is_discarded(tmp_path):
+    from joulebench.checkpoints import EpochCheckpoints
+
+    EpochCheckpoints(tmp_path / "state.pt", "old settings").save({"epoch": 1})
+    assert EpochCheckpoints(tmp_path / "state.pt", "new settings").load() is None
+    assert not (tmp_path / "state.pt").exists()
+
+
+def test_a_diverging_loss_stops_the_cell_at_once(tiny_model, examples, tmp_path):
+    from joulebench.failures import NonFiniteLoss, describe
+
+    settings = TrainSettings(batch_size=4, lr=1e6, max_prompt_tokens=96, max_target_tokens=48)
+    with fake_monitor(CountingMeter()) as monitor, pytest.raises(NonFiniteLoss) as stopped:
+        finetune(str(tiny_model), examples[:24], Precision(32), settings, 3, monitor, tmp_path / "adapter")
+    assert "epoch 1" in str(stopped.value) and not (tmp_path / "adapter").exists()
+    assert describe(stopped.value)["kind"] == "non-finite loss"
+
+
 def test_evaluating_a_pruned_4bit_cell(tiny_model, examples):
     with fake_monitor(CountingMeter()) as monitor:
         result = evaluate_cell(

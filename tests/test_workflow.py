@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -84,11 +85,38 @@ def run_grid(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "
         assert all(row[c] != "" for c in ALWAYS_FILLED), {c: row[c] for c in ALWAYS_FILLED if row[c] == ""}
         if row["is_reference"] == "0":
             assert all(row[c] != "" for c in TUNED_ONLY)
-        for metric in ("bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine", "sparsity"):
-            assert 0.0 <= float(row[metric]) <= 1.0, (metric, row[metric])
-        assert float(row["total_kwh"]) > 0 and float(row["tokens_per_s"]) > 0
+        check_ranges(row)
     check_report(workdir / "results")
     return rows
+
+
+VALID_RANGES = {
+    **dict.fromkeys(("bleu", "rouge1", "rouge2", "rougeL", "meteor", "rho", "sparsity", "p_first",
+                     "finetune_p_first"), (0.0, 1.0)),
+    **dict.fromkeys(("bertscore_f1", "cosine"), (-1.0, 1.0)),  # cosine similarities
+    **dict.fromkeys(("train_kwh", "prepare_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "emissions_kg", "idle_w",
+                     "net_kwh"), (0.0, math.inf)),
+}  # fmt: skip
+POSITIVE = ("total_kwh", "gross_kwh", "infer_kwh", "infer_j_per_token", "wh_per_1k_queries", "tokens_per_s",
+            "latency_s", "peak_mem_mb", "model_size_mb", "generated_tokens", "phi", "train_loss_first",
+            "train_loss_last", "train_wall_s")  # fmt: skip
+
+
+def check_ranges(row: dict[str, str]) -> None:
+    """Every figure of an evaluated cell is a finite number in its valid range."""
+    for column, (low, high) in VALID_RANGES.items():
+        if row[column] != "":
+            assert low <= float(row[column]) <= high, (column, row[column])
+    for column in POSITIVE:
+        if row[column] != "":
+            assert math.isfinite(float(row[column])) and float(row[column]) > 0, (column, row[column])
+    assert int(row["repeats"]) >= 5
+    assert float(row["net_kwh"]) <= float(row["gross_kwh"]) * (1 + 1e-9)
+    assert float(row["cpu_kwh"]) + float(row["gpu_kwh"]) + float(row["ram_kwh"]) == pytest.approx(
+        float(row["total_kwh"]), rel=1e-4
+    )
+    if row["score"] != "":
+        assert 0.0 <= float(row["score"]) and int(row["rank"]) >= 1
 
 
 def check_report(results: Path) -> None:
@@ -153,14 +181,14 @@ def test_a_rerun_does_nothing_and_a_grid_value_adds_only_its_cells(micro):
     everything.write_text(yaml.safe_dump({**config, "pruning": {**config["pruning"], "select": "all"}}))
     unselected = len(config["bits"]) * len(config["epochs"]) - k
     assert planned_jobs(workdir, everything, snakefile) == {
-        "evaluate": unselected * len(methods), "aggregate": 1, "report": 1, "all": 1,
+        "evaluate": unselected * len(methods), "aggregate": 1, "report": 1, "run_status": 1, "all": 1,
     }  # fmt: skip
 
     bigger = workdir / "bigger.yaml"
     bigger.write_text(yaml.safe_dump({**config, "epochs": [*config["epochs"], 3]}))
     assert planned_jobs(workdir, bigger, snakefile) == {
         "finetune": len(config["bits"]), "evaluate": len(config["bits"]), "select_for_pruning": 1, "aggregate": 1,
-        "report": 1, "all": 1,
+        "report": 1, "run_status": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -194,13 +222,13 @@ def test_each_edit_reruns_exactly_what_depends_on_it(micro):
     assert rules["evaluate"] >= 1 and rules["aggregate"] == rules["report"] == 1
 
     with edited(workflow / "report" / "report.html.j2", "<!-- edited -->\n"):
-        assert planned_jobs(workdir, workdir / "config.yaml", snakefile) == {"report": 1, "all": 1}
+        assert planned_jobs(workdir, workdir / "config.yaml", snakefile) == {"report": 1, "run_status": 1, "all": 1}
 
     with edited(workflow / "joulebench" / "metrics.py", "\n# edited\n"):
         rules = Counter(rule for rule, _ in dry_run(workdir, workdir / "config.yaml", snakefile))
     # The unpruned evaluations; the pruned ones join once the checkpoint they follow has run again.
     assert rules == {"evaluate": len(unpruned_cells(config)), "select_for_pruning": 1, "aggregate": 1, "report": 1,
-                     "all": 1}  # fmt: skip
+                     "run_status": 1, "all": 1}  # fmt: skip
 
     assert planned_jobs(workdir, workdir / "config.yaml", snakefile) == {}  # every edit was put back
 
@@ -220,15 +248,23 @@ def test_the_cache_serves_a_fresh_working_directory(micro):
 
 @pytest.mark.skipif(not SAF_DIR.is_dir(), reason=f"the real SAF data is not at {SAF_DIR}")
 def test_micro_grid_on_real_saf_data(tmp_path):
+    """The whole micro grid (every bits × epochs cell, top-k pruning) on the real Short Answer Feedback splits, read
+    in place from a declared data folder: every figure of every cell in its valid range."""
     config = micro_config()
     config["datasets"] = {
         "saf": {"kind": "saf", "task": "saf", "source": str(SAF_DIR), "seed": 1, "max_train": 48, "max_test": 8}
     }
-    config["bits"], config["epochs"], config["pruning"]["methods"] = [32], [1], []
+    config["data_folders"] = [str(SAF_DIR)]
     rows = run_grid(tmp_path, config)
     assert {r["dataset"] for r in rows} == {"saf"}
-    predictions = (tmp_path / "results/eval/saf/tiny-llama/b32-e1-none/predictions.jsonl").read_text().splitlines()
-    assert len(predictions) == 8
-    assert all(
-        json.loads(line)["label"] in {"Correct", "Partially correct", "Incorrect"} for line in predictions
-    )
+    assert {(r["bits"], r["epochs"]) for r in rows if r["pruning"] == "none"} == {
+        ("32", "0"), ("4", "1"), ("4", "2"), ("32", "1"), ("32", "2")
+    }  # fmt: skip
+    assert sum(r["pruning"] != "none" for r in rows) == config["top_k"] * len(config["pruning"]["methods"])
+    for cell in (r for r in rows if r["pruning"] == "none"):
+        name = f"b{cell['bits']}-e{cell['epochs']}-none"
+        predictions = (tmp_path / f"results/eval/saf/tiny-llama/{name}/predictions.jsonl").read_text().splitlines()
+        assert len(predictions) == 8
+        assert all(
+            json.loads(line)["label"] in {"Correct", "Partially correct", "Incorrect"} for line in predictions
+        )

@@ -53,9 +53,18 @@ DATASET_KINDS: Registry[DatasetKind] = Registry("dataset kind")
 
 def prepare_splits(cfg: dict, inputs: dict[str, Path]) -> Splits:
     """Build the splits of the dataset ``cfg`` describes, capped by its ``max_<split>`` entries."""
+    return cap_splits(load_splits(cfg, inputs), cfg)
+
+
+def load_splits(cfg: dict, inputs: dict[str, Path]) -> Splits:
+    """The splits as the dataset's kind reads them, before the caps (the checks before a run count these)."""
     if "kind" not in cfg:
         raise DatasetError(f"dataset config has no 'kind'; known: {', '.join(DATASET_KINDS.names())}")
-    splits = DATASET_KINDS.get(cfg["kind"])(cfg, inputs)
+    return DATASET_KINDS.get(cfg["kind"])(cfg, inputs)
+
+
+def cap_splits(splits: Splits, cfg: dict) -> Splits:
+    """Each split capped by the ``max_<split>`` entry of ``cfg``; no example id may then occur twice."""
     seed = cfg.get("seed", 0)
     capped = Splits(
         **{name: cap(getattr(splits, name), cfg.get(f"max_{name}"), seed) for name in SPLIT_NAMES}

@@ -85,9 +85,7 @@ def split_tickets(tickets: list[dict[str, str]], cfg: dict) -> Splits:
     """Split by the fractions ``cfg["split"]``, stratified by category; Example.label is the category."""
     fractions = split_fractions(cfg.get("split", DEFAULT_SPLIT))
     ordered = stratified_order(tickets, random.Random(cfg.get("seed", 0)))
-    n_validation = round(len(ordered) * fractions["validation"])
-    n_test = round(len(ordered) * fractions["test"])
-    n_train = len(ordered) - n_validation - n_test
+    n_train, n_validation, _ = split_sizes(len(ordered), fractions)
     examples = [ticket_example(ticket) for ticket in ordered]
     return Splits(
         train=examples[:n_train],
@@ -105,6 +103,13 @@ def split_fractions(split: Mapping[str, float]) -> dict[str, float]:
     if abs(sum(fractions.values()) - 1.0) > 1e-6:
         raise DatasetError(f"dataset 'split' fractions must sum to 1, got {split!r}")
     return fractions
+
+
+def split_sizes(n: int, fractions: Mapping[str, float]) -> tuple[int, int, int]:
+    """How many of ``n`` tickets go to train, validation and test: the last two rounded, train the rest."""
+    n_validation = round(n * fractions["validation"])
+    n_test = round(n * fractions["test"])
+    return n - n_validation - n_test, n_validation, n_test
 
 
 def stratified_order(tickets: list[dict[str, str]], rng: random.Random) -> list[dict[str, str]]:

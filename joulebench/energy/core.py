@@ -90,6 +90,20 @@ class WindowEnergy:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def total(cls, name: str, windows: Sequence[dict[str, Any]]) -> WindowEnergy:
+        """Consecutive windows (e.g. epochs measured by two processes, before and after a resume) as one; the idle
+        power, sources and mode are the last window's."""
+        summed = ("duration_s", "cpu_kwh", "gpu_kwh", "ram_kwh", "total_kwh", "emissions_kg", "net_kwh")
+        last = windows[-1]
+        return cls(
+            name=name,
+            **{key: sum(float(window[key]) for window in windows) for key in summed},
+            idle_w=last["idle_w"],
+            sources=dict(last["sources"]),
+            tracking_mode=last["tracking_mode"],
+        )
+
 
 @dataclass(frozen=True)
 class IdleBaseline:
