@@ -8,6 +8,7 @@ survive), and 2:4 cells that can run sparse kernels are packed for them last. Af
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Sequence
@@ -20,11 +21,12 @@ from tqdm import tqdm
 
 from joulebench import memory
 from joulebench.cells import Pruning
+from joulebench.classification import classification_view
 from joulebench.data import Example
 from joulebench.energy import EnergyMonitor, EnergySettings
 from joulebench.failures import GenerationError
 from joulebench.finetune import TrainSettings
-from joulebench.metrics import MetricSettings, quality_with_samples
+from joulebench.metrics import MetricSettings, quality_with_samples, sentence_embeddings
 from joulebench.models import Precision, load_model, load_tokenizer, model_size_bytes
 from joulebench.prune import (
     CalibrationSettings,
@@ -93,6 +95,7 @@ class EvalResult:
     idle: dict[str, Any]
     repeats: list[dict[str, Any]]
     metrics_s: float
+    classification: dict[str, Any] = field(default_factory=dict)
     predictions: list[str] = field(repr=False, default_factory=list)
     item_scores: dict[str, list[float]] = field(repr=False, default_factory=dict)
 
@@ -282,6 +285,13 @@ def evaluate_cell(
     del model
     began = time.perf_counter()
     quality, item_scores = quality_with_samples(answers.predictions, [e.target for e in test], metric_settings)
+    classes: dict[str, Any] = {}
+    if calibration_examples:  # the training split: the classes' reference texts
+        classes = classification_view(
+            answers.predictions, [e.target for e in test], [e.label for e in test],
+            [e.target for e in calibration_examples], [e.label for e in calibration_examples],
+            functools.partial(sentence_embeddings, settings=metric_settings),
+        )  # fmt: skip
     figures = inference.summary()
     return EvalResult(
         quality=quality,
@@ -305,6 +315,7 @@ def evaluate_cell(
         idle=asdict(monitor.idle) if monitor.idle else {},
         repeats=[asdict(r) for r in repeats],
         metrics_s=time.perf_counter() - began,
+        classification=classes,
         predictions=answers.predictions,
         item_scores=item_scores,
     )

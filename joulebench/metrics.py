@@ -233,13 +233,16 @@ def _sentence_encoder(model: str, device: str) -> Any:
     return SentenceTransformer(model, device=device, local_files_only=True)
 
 
+def sentence_embeddings(texts: list[str], settings: MetricSettings) -> Any:
+    """Unit-norm sentence embeddings (numpy, one row a text) from the metrics' embedding model."""
+    encoder = _sentence_encoder(embedding_model_path(settings), settings.device)
+    return encoder.encode(texts, batch_size=settings.batch_size, normalize_embeddings=True, show_progress_bar=False)
+
+
 @_metric("cosine", ("cosine",))
 def _cosine(predictions: list[str], references: list[str], settings: MetricSettings) -> SampleScores:
-    encoder = _sentence_encoder(embedding_model_path(settings), settings.device)
-    encode = functools.partial(
-        encoder.encode, batch_size=settings.batch_size, normalize_embeddings=True, show_progress_bar=False
-    )
-    return {"cosine": (encode(predictions) * encode(references)).sum(axis=1).tolist()}
+    products = sentence_embeddings(predictions, settings) * sentence_embeddings(references, settings)
+    return {"cosine": products.sum(axis=1).tolist()}
 
 
 # --- Public entry points ------------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from joulebench.classification import CLASS_COLUMNS
 from joulebench.io import atomic_write_text
 from joulebench.rank import Ranked, rank_cells, rho
 
 COLUMNS = [
     "dataset", "model", "bits", "epochs", "pruning", "pruning_method", "status", "is_reference",
     "train_kwh", "prepare_kwh", "infer_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "total_kwh", "emissions_kg",
-    "bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine",
+    "bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine", "accuracy", "macro_f1", "auc_roc",
     "cpu_source", "gpu_source", "ram_source", "idle_w", "gross_kwh", "net_kwh",
     "infer_kwh_ci95", "infer_j_per_token", "infer_j_per_token_ci95", "wh_per_1k_queries", "repeats", "energy_cv",
     "tokens_per_s", "tokens_per_s_ci95", "latency_s", "latency_s_ci95", "peak_mem_mb", "model_size_mb", "sparsity",
@@ -65,6 +66,8 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
     row["net_kwh"] = net
     row["emissions_kg"] = sum(window["emissions_kg"] for window in windows)
     row.update(result["quality"])
+    classes = result.get("classification", {})
+    row.update({column: classes[column] for column in CLASS_COLUMNS if column in classes})
     row["rho"] = rho(result["quality"])
     sources = result["energy"]["sources"]
     for component in ("cpu", "gpu", "ram"):

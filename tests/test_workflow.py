@@ -92,7 +92,7 @@ def run_grid(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "
 
 VALID_RANGES = {
     **dict.fromkeys(("bleu", "rouge1", "rouge2", "rougeL", "meteor", "rho", "sparsity", "p_first",
-                     "finetune_p_first"), (0.0, 1.0)),
+                     "finetune_p_first", "accuracy", "macro_f1", "auc_roc"), (0.0, 1.0)),
     **dict.fromkeys(("bertscore_f1", "cosine"), (-1.0, 1.0)),  # cosine similarities
     **dict.fromkeys(("train_kwh", "prepare_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "emissions_kg", "idle_w",
                      "net_kwh"), (0.0, math.inf)),
