@@ -8,16 +8,17 @@ depends on: a checkpoint written under other settings, data or software is disca
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from joulebench.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,9 @@ class EpochCheckpoints:
         return state
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        try:
-            torch.save({**state, "fingerprint": self.fingerprint}, tmp)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        torch.save({**state, "fingerprint": self.fingerprint}, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

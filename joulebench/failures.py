@@ -54,5 +54,5 @@ def one_line(err: BaseException) -> str:
 
 
 def describe(err: BaseException) -> dict[str, str]:
-    kind = failure_kind(err)
-    return {"kind": kind, "type": type(err).__name__, "message": one_line(err), "error": f"{kind}: {one_line(err)}"}
+    kind, message = failure_kind(err), one_line(err)
+    return {"kind": kind, "type": type(err).__name__, "message": message, "error": f"{kind}: {message}"}

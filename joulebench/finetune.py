@@ -148,8 +148,6 @@ def train_loop(
             batch = {k: v.to(target_device) for k, v in batch.items()}
             loss = model(**batch).loss
             if not math.isfinite(loss.item()):
-                monitor.end_window(f"{phase}-epoch-{epoch}")
-                monitor.end_window(phase)
                 raise NonFiniteLoss(f"{phase}: loss became {loss.item()} at step {step} of epoch {epoch}; stopped")
             loss.backward()
             optimizer.step()
@@ -174,7 +172,7 @@ def train_loop(
                 "rng": rng_state(),
             })  # fmt: skip
     phase_energy: WindowEnergy = monitor.end_window(phase)
-    restored = [asdict(e)["energy"] for e in result.epochs[: first - 1]]
+    restored = [e.energy for e in result.epochs[: first - 1]]
     result.energy = WindowEnergy.total(phase, [*restored, phase_energy.to_dict()]).to_dict()
     result.wall_s += time.perf_counter() - started
     return result

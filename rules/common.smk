@@ -90,18 +90,16 @@ def generated_inputs(wildcards):
     return {}
 
 
-def adapter_input(wildcards):
-    """The fine-tuned adapter of an evaluated cell; none for the reference (epochs 0)."""
-    if int(wildcards.epochs) == 0:
-        return []
-    return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/adapter"
+def finetune_output(name):
+    """An evaluated cell's fine-tuning output `name` (the adapter; train.json, whose status says whether the
+    fine-tuning failed); none for the reference (epochs 0)."""
 
+    def path(wildcards):
+        if int(wildcards.epochs) == 0:
+            return []
+        return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/{name}"
 
-def training_record_input(wildcards):
-    """The fine-tuning record of an evaluated cell (a failed fine-tuning skips the evaluation); none for epochs 0."""
-    if int(wildcards.epochs) == 0:
-        return []
-    return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/train.json"
+    return path
 
 
 def cell_param(wildcards):

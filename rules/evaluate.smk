@@ -3,8 +3,8 @@ rule evaluate:
         test="results/data/{dataset}/test.jsonl",
         train="results/data/{dataset}/train.jsonl",
         base=base_model_input,
-        adapter=adapter_input,
-        training=training_record_input,
+        adapter=finetune_output("adapter"),
+        training=finetune_output("train.json"),
         code=code("evaluate"),
     output:
         record="results/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}/eval.json",
