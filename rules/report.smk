@@ -41,6 +41,12 @@ rule report:
         "../scripts/report.py"
 
 
+# Local: a few reads of small JSON files, and its `run incomplete` lines belong in the submitting terminal, not in a
+# cluster job's log.
+localrules:
+    run_status,
+
+
 rule run_status:
     input:
         evaluations=eval_records,

@@ -29,7 +29,7 @@ pytestmark = [
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TOOLS = ROOT / "tools" / "slurm"
 SKIP = 77  # start.sh: SLURM cannot be had on this machine
-LOCAL_RULES = {"all"}  # no job body: Snakemake finishes it on the submitting node
+LOCAL_RULES = {"all", "run_status"}  # run on the submitting node (localrules)
 # The local cluster has no accounting storage: no account, and job states from squeue instead of sacct.
 LOCAL_CLUSTER = ["--slurm-no-account", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks",
                  "2", "--jobs", "2"]  # fmt: skip
@@ -68,7 +68,7 @@ def test_micro_grid_runs_through_sbatch(slurm_conf, tmp_path):
     assert rows and all(row["status"] == "ok" for row in rows), rows
     assert (tmp_path / "results" / "report.pdf").stat().st_size > 0
 
-    # Every job Snakemake ran, but the local `all`, went through sbatch ...
+    # Every job Snakemake ran, but the local ones, went through sbatch ...
     submitted = {int(m.group(2)): re.search(r"/rule_(\w+)/", m.group(3)).group(1) for m in SUBMITTED.finditer(output)}
     steps = int(re.findall(r"(\d+) of (\d+) steps \(100%\) done", output)[-1][1])
     per_rule = Counter(submitted.values())
