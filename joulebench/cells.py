@@ -1,16 +1,19 @@
 """The benchmark grid: which cells a config asks for and where each cell's outputs live.
 
-A fine-tune cell is (dataset, model, bits, epochs); an evaluated cell adds a pruning setting. The reference cell of a
-(dataset, model) is the pre-trained model at `reference_bits`, epochs 0, no pruning. Paths are keyed by the cell
-alone, so adding a grid value adds jobs without touching the paths (and so the outputs) of the others.
+A fine-tune cell is (dataset, model, training variant, bits, epochs); the training variant is the training precision
+and the sparse training. An evaluated cell adds a post-training variant: none, a pruning setting or an early-exit
+decoding. The reference cell of a (dataset, model) is the pre-trained model at `reference_bits`, epochs 0, the
+reference training variant, no post-training variant. Paths are keyed by the cell alone, so adding a grid value adds
+jobs without touching the paths (and so the outputs) of the others.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 RESULTS = "results"
 
@@ -70,10 +73,7 @@ class Pruning:
         if has_ratio == has_nm:
             raise ValueError(f"pruning {method}: give either ratio (unstructured) or n and m (N:M), not {entry}")
         if has_ratio:
-            ratio = float(entry["ratio"])
-            if not 0 < ratio < 1 or abs(ratio * 100 - round(ratio * 100)) > 1e-9:
-                raise ValueError(f"pruning {method}: ratio {ratio} must be a whole percent between 0 and 1 (e.g. 0.3)")
-            return cls(method, ratio=round(ratio, 2), scope=scope)
+            return cls(method, ratio=_whole_percent(entry["ratio"], f"pruning {method}: ratio"), scope=scope)
         n, m = int(entry.get("n", 0)), int(entry.get("m", 0))
         if not 0 < n < m:
             raise ValueError(f"pruning {method}: N:M needs 0 < N < M, got {n}:{m}")
@@ -82,25 +82,175 @@ class Pruning:
         return cls(method, n=n, m=m)
 
 
+def _percent(value: float) -> str:
+    return f"{round(value * 100):02d}"
+
+
+def _whole_percent(value: float, what: str) -> float:
+    value = float(value)
+    if not (0 < value < 1) or abs(value * 100 - round(value * 100)) > 1e-9:
+        raise ValueError(f"{what} {value} must be a whole percent between 0 and 1 (e.g. 0.3)")
+    return round(value, 2)
+
+
+@dataclass(frozen=True, order=True)
+class SparseTraining:
+    """Sparsity reached during fine-tuning (a name in `joulebench.sparse_training.SPARSE_TRAINERS`):
+    `dense` (none); `gradual`, magnitude pruning on the cubic schedule of Zhu & Gupta (2017) from `start` to `end`
+    (fractions of the training steps) up to `target`, masks updated every `every` steps; `lottery`, iterative
+    magnitude pruning with rewinding (Frankle et al.): `rounds` times, train the cell's epochs, prune `rate` of the
+    remaining weights, restore the trainable weights saved after epoch `rewind_epoch` of the first run (0: their
+    initial values), then one last run with the final mask."""
+
+    method: str = "dense"
+    target: float = 0.0
+    start: float = 0.0
+    end: float = 0.75
+    every: int = 1
+    rounds: int = 0
+    rate: float = 0.0
+    rewind_epoch: int = 0
+
+    @property
+    def final_sparsity(self) -> float:
+        if self.method == "gradual":
+            return self.target
+        if self.method == "lottery":
+            return 1 - (1 - self.rate) ** self.rounds
+        return 0.0
+
+    @property
+    def id(self) -> str:
+        if self.method == "gradual":
+            return f"gradual{_percent(self.target)}"
+        if self.method == "lottery":
+            return f"lottery{self.rounds}x{_percent(self.rate)}r{self.rewind_epoch}"
+        return self.method
+
+    @property
+    def label(self) -> str:
+        if self.method == "gradual":
+            return f"gradual {round(self.target * 100)}%"
+        if self.method == "lottery":
+            return f"lottery {self.rounds}×{round(self.rate * 100)}% (rewind e{self.rewind_epoch})"
+        return self.method
+
+    @classmethod
+    def from_config(cls, entry: str | dict[str, Any]) -> SparseTraining:
+        entry = {"method": entry} if isinstance(entry, str) else dict(entry)
+        method = str(entry.pop("method", "dense"))
+        allowed = {"dense": set(), "gradual": {"target", "start", "end", "every"},
+                   "lottery": {"rounds", "rate", "rewind_epoch"}}.get(method)  # fmt: skip
+        if allowed is None:
+            return cls(method)  # an unregistered name: the registry lookup names the known ones
+        if extra := sorted(set(entry) - allowed):
+            raise ValueError(f"sparse training {method}: {', '.join(extra)} does not apply; it takes "
+                             f"{', '.join(sorted(allowed)) or 'nothing'}")  # fmt: skip
+        if method == "gradual":
+            setting = cls(method, target=_whole_percent(entry.get("target", 0.5), "target"),
+                          start=float(entry.get("start", 0.0)), end=float(entry.get("end", 0.75)),
+                          every=int(entry.get("every", 1)))  # fmt: skip
+            if not 0 <= setting.start < setting.end <= 1 or setting.every < 1:
+                raise ValueError(f"sparse training gradual: needs 0 <= start < end <= 1 and every >= 1, got {entry}")
+            return setting
+        if method == "lottery":
+            setting = cls(method, rounds=int(entry.get("rounds", 2)), rate=_whole_percent(entry.get("rate", 0.2),
+                          "rate"), rewind_epoch=int(entry.get("rewind_epoch", 0)))  # fmt: skip
+            if setting.rounds < 1 or setting.rewind_epoch < 0:
+                raise ValueError(f"sparse training lottery: needs rounds >= 1 and rewind_epoch >= 0, got {entry}")
+            return setting
+        return cls(method)
+
+
+@dataclass(frozen=True, order=True)
+class TrainVariant:
+    """How a cell is fine-tuned beyond bits and epochs: the training precision (a name in
+    `joulebench.mixed_precision.TRAINING_PRECISIONS`, e.g. `32-true` or `bf16-mixed`) and the sparse training."""
+
+    precision: str = "32-true"
+    sparsity: SparseTraining = SparseTraining()
+
+    @property
+    def id(self) -> str:
+        return f"{self.precision}_{self.sparsity.id}"
+
+    @property
+    def label(self) -> str:
+        return self.precision if self.sparsity.method == "dense" else f"{self.precision}, {self.sparsity.label}"
+
+    @classmethod
+    def from_config(cls, entry: dict[str, Any]) -> TrainVariant:
+        if extra := sorted(set(entry) - {"precision", "sparsity"}):
+            raise ValueError(f"unknown key {', '.join(extra)}; a training variant has precision and sparsity")
+        precision = str(entry.get("precision", "32-true"))
+        if not precision or not all(c.isalnum() or c == "-" for c in precision) or precision != precision.lower():
+            raise ValueError(f"precision {precision!r} must be lower-case letters, digits and hyphens")
+        return cls(precision, SparseTraining.from_config(entry.get("sparsity", "dense")))
+
+
+REFERENCE_TRAINING = TrainVariant()
+
+
+@dataclass(frozen=True, order=True)
+class EarlyExit:
+    """Early-exit decoding: a token leaves the decoder after the first layer (from `min_layer` on) whose next-token
+    probability exceeds `threshold` (strictly, so 1.0 never exits), read through `heads` (a name in
+    `joulebench.early_exit.EXIT_HEADS`: `shared`, the final norm and LM head; `trained`, a cheap per-exit head)."""
+
+    threshold: float
+    heads: str = "shared"
+    min_layer: int = 1
+
+    @property
+    def id(self) -> str:
+        heads = "" if self.heads == "shared" else self.heads
+        return f"exit{round(self.threshold * 100):02d}{heads}"
+
+    @property
+    def label(self) -> str:
+        heads = "" if self.heads == "shared" else f", {self.heads} heads"
+        return f"early exit τ={self.threshold:.2f}{heads}"
+
+    @classmethod
+    def from_config(cls, entry: dict[str, Any]) -> EarlyExit:
+        if extra := sorted(set(entry) - {"threshold", "heads", "min_layer"}):
+            raise ValueError(f"unknown key {', '.join(extra)}; early exit takes threshold, heads, min_layer")
+        threshold = float(entry["threshold"])
+        if not 0 < threshold <= 1 or abs(threshold * 100 - round(threshold * 100)) > 1e-9:
+            raise ValueError(f"early exit threshold {threshold} must be a whole percent in (0, 1] (e.g. 0.9)")
+        heads = str(entry.get("heads", "shared"))
+        if not heads.isalnum() or heads != heads.lower():
+            raise ValueError(f"early exit heads {heads!r} must be lower-case letters and digits")
+        min_layer = int(entry.get("min_layer", 1))
+        if min_layer < 1:
+            raise ValueError(f"early exit min_layer {min_layer} must be at least 1")
+        return cls(round(threshold, 2), heads, min_layer)
+
+
 @dataclass(frozen=True, order=True)
 class FinetuneCell:
     dataset: str
     model: str
     bits: int
     epochs: int
+    training: str = REFERENCE_TRAINING.id  # a TrainVariant id
 
     @property
     def dir(self) -> str:
-        return f"{RESULTS}/finetune/{self.dataset}/{self.model}/b{self.bits}-e{self.epochs}"
+        return f"{RESULTS}/finetune/{self.dataset}/{self.model}/{self.training}/b{self.bits}-e{self.epochs}"
 
 
 @dataclass(frozen=True, order=True)
 class EvalCell:
+    """A fine-tuned cell (or the reference: epochs 0) with a post-training variant: `none`, a pruning setting's id
+    or an early-exit setting's id."""
+
     dataset: str
     model: str
     bits: int
     epochs: int
     pruning: str
+    training: str = REFERENCE_TRAINING.id
 
     @property
     def is_reference(self) -> bool:
@@ -108,11 +258,42 @@ class EvalCell:
 
     @property
     def finetune(self) -> FinetuneCell | None:
-        return None if self.is_reference else FinetuneCell(self.dataset, self.model, self.bits, self.epochs)
+        if self.is_reference:
+            return None
+        return FinetuneCell(self.dataset, self.model, self.bits, self.epochs, self.training)
 
     @property
     def dir(self) -> str:
-        return f"{RESULTS}/eval/{self.dataset}/{self.model}/b{self.bits}-e{self.epochs}-{self.pruning}"
+        return f"{RESULTS}/eval/{self.dataset}/{self.model}/{self.training}/b{self.bits}-e{self.epochs}-{self.pruning}"
+
+
+def training_variants(config: dict[str, Any]) -> dict[str, TrainVariant]:
+    """The training variants every (bits, epochs) cell is fine-tuned in; by default one, `32-true` and dense."""
+    return _settings_by_id(config.get("training_variants") or [{}], "training_variants", TrainVariant.from_config)
+
+
+def early_exit_settings(config: dict[str, Any]) -> dict[str, EarlyExit]:
+    """Early-exit decodings applied, like the pruning settings, to the cells selected for pruning."""
+    return _settings_by_id(config.get("early_exit") or [], "early_exit", EarlyExit.from_config)
+
+
+Setting = TypeVar("Setting", TrainVariant, EarlyExit)
+
+
+def _settings_by_id(
+    entries: list[dict[str, Any]], key: str, parse: Callable[[dict[str, Any]], Setting]
+) -> dict[str, Setting]:
+    """The config list `key` parsed entry by entry, keyed by id; a ValueError names the entry at fault."""
+    settings: dict[str, Setting] = {}
+    for index, entry in enumerate(entries):
+        try:
+            setting = parse(entry)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{key}[{index}]: {error}") from None
+        if setting.id in settings:
+            raise ValueError(f"{key}[{index}]: {setting.label!r} is listed twice")
+        settings[setting.id] = setting
+    return settings
 
 
 def pruning_settings(config: dict[str, Any]) -> dict[str, Pruning]:
@@ -154,9 +335,10 @@ def training_for(config: dict[str, Any], bits: int, epochs: int) -> dict[str, An
 
 def finetune_cells(config: dict[str, Any]) -> list[FinetuneCell]:
     return [
-        FinetuneCell(dataset, model, int(bits), int(epochs))
+        FinetuneCell(dataset, model, int(bits), int(epochs), training)
         for dataset in config["datasets"]
         for model in config["models"]
+        for training in training_variants(config)
         for bits in config["bits"]
         for epochs in config["epochs"]
     ]
@@ -168,18 +350,27 @@ def reference_cells(config: dict[str, Any]) -> list[EvalCell]:
 
 
 def unpruned_cells(config: dict[str, Any]) -> list[EvalCell]:
-    """The cells evaluated before any selection: every reference and every fine-tuned cell, unpruned."""
+    """The cells evaluated before any selection: every reference and every fine-tuned cell, unpruned, full depth."""
     return reference_cells(config) + [
-        EvalCell(cell.dataset, cell.model, cell.bits, cell.epochs, "none") for cell in finetune_cells(config)
+        EvalCell(cell.dataset, cell.model, cell.bits, cell.epochs, "none", cell.training)
+        for cell in finetune_cells(config)
     ]
 
 
+def post_training_variants(config: dict[str, Any]) -> list[str]:
+    """The ids of what is applied to each selected cell: the pruning settings, then the early-exit decodings."""
+    pruning, exits = pruning_settings(config), early_exit_settings(config)
+    if clash := sorted(set(pruning) & set(exits)):
+        raise ValueError(f"early_exit: {clash[0]!r} is also a pruning setting's name")
+    return [*pruning, *exits]
+
+
 def pruned_cells(config: dict[str, Any], selected: list[FinetuneCell]) -> list[EvalCell]:
-    """Every pruning setting applied to each selected fine-tuned cell."""
+    """Every pruning setting and early-exit decoding applied to each selected fine-tuned cell."""
     return [
-        EvalCell(cell.dataset, cell.model, cell.bits, cell.epochs, pruning)
+        EvalCell(cell.dataset, cell.model, cell.bits, cell.epochs, variant, cell.training)
         for cell in selected
-        for pruning in pruning_settings(config)
+        for variant in post_training_variants(config)
     ]
 
 
@@ -191,7 +382,10 @@ def eval_cells(config: dict[str, Any]) -> list[EvalCell]:
 def read_selection(path: str | Path, dataset: str) -> list[FinetuneCell]:
     """The fine-tuned cells a `select_for_pruning` checkpoint kept."""
     selection = json.loads(Path(path).read_text())
-    return [FinetuneCell(dataset, e["model"], int(e["bits"]), int(e["epochs"])) for e in selection["selected"]]
+    return [
+        FinetuneCell(dataset, e["model"], int(e["bits"]), int(e["epochs"]), e["training"])
+        for e in selection["selected"]
+    ]
 
 
 def data_dir(dataset: str) -> str:
@@ -200,3 +394,7 @@ def data_dir(dataset: str) -> str:
 
 def embedded_model_dir(dataset: str, model: str) -> str:
     return f"{RESULTS}/models/{dataset}/{model}/base"
+
+
+def embedded_model_record(dataset: str, model: str) -> str:
+    return f"{RESULTS}/models/{dataset}/{model}/pretrain.json"

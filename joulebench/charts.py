@@ -82,11 +82,17 @@ def cell_label(row: Mapping[str, Any], with_model: bool = False) -> str:
     prefix = f"{short_model(row.get('model', ''))} " if with_model else ""
     if is_reference(row):
         return f"{prefix}base"
-    parts = [f"b{bits_key(row.get('bits', ''))}", f"e{bits_key(row.get('epochs', ''))}"]
+    parts = [f"b{bits_key(row.get('bits', ''))}", f"e{bits_key(row.get('epochs', ''))}", training_tag(row)]
     pruning = str(row.get("pruning", "") or "").strip()
     if pruning.lower() not in NO_PRUNING:
         parts.append(pruning)
-    return prefix + " ".join(parts)
+    return prefix + " ".join(part for part in parts if part)
+
+
+def training_tag(row: Mapping[str, Any]) -> str:
+    """The training variant, where it is not the default (float32, dense): 'bf16-mixed gradual 50%'."""
+    tags = [str(row.get("precision", "") or "").strip(), str(row.get("sparse_training", "") or "").strip()]
+    return " ".join(tag for tag in tags if tag not in ("", "32-true", "dense"))
 
 
 def short_model(model: Any) -> str:
@@ -258,7 +264,8 @@ def _draw_loss_energy_axis(ax: Axes, cells: Sequence[Mapping[str, Any]], with_mo
         # One-epoch cells all start at about the same point: naming each would only stack the labels.
         if len(xs) > 1:
             prefix = f"{short_model(cell.get('model'))} " if with_model else ""
-            ends.append((xs[-1], ys[-1], f"{prefix}b{bits} e{bits_key(cell.get('epochs'))}", bits_colour(bits)))
+            label = f"{prefix}b{bits} e{bits_key(cell.get('epochs'))} {training_tag(cell)}".strip()
+            ends.append((xs[-1], ys[-1], label, bits_colour(bits)))
     # Neighbouring end points (by energy) get their labels on opposite sides, so close ones do not overlap.
     for index, (x, y, text, colour) in enumerate(sorted(ends)):
         ax.annotate(text, (x, y), xytext=(4, 5 if index % 2 == 0 else -5), textcoords="offset points",
@@ -432,9 +439,9 @@ def is_pruned(row: Mapping[str, Any]) -> bool:
     return not is_reference(row) and str(row.get("pruning", "") or "").strip().lower() not in NO_PRUNING
 
 
-def _cell_key(row: Mapping[str, Any]) -> tuple[str, str, str, str]:
+def _cell_key(row: Mapping[str, Any]) -> tuple[str, ...]:
     return (str(row.get("dataset", "")), str(row.get("model", "")), bits_key(row.get("bits")),
-            bits_key(row.get("epochs")))
+            bits_key(row.get("epochs")), str(row.get("training", "")))
 
 
 def pruning_pattern(row: Mapping[str, Any]) -> str:
@@ -485,6 +492,7 @@ def pruning_impact(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "bits": bits_key(row.get("bits")), "epochs": bits_key(row.get("epochs")),
             "method": str(row.get("pruning_method", "") or ""), "pattern": pruning_pattern(row),
             "pruning": str(row.get("pruning", "")), "vs_parent": vs_parent, "vs_base": vs_base,
+            "precision": row.get("precision", ""), "sparse_training": row.get("sparse_training", ""),
         })  # fmt: skip
     datasets = datasets_in_order(entries)
     return sorted(entries, key=lambda e: (datasets.index(e["dataset"]), e["method"], e["pattern"],
@@ -523,7 +531,7 @@ def _draw_impact_axis(ax: Axes, entries: Sequence[Mapping[str, Any]], which: str
 
 def _impact_label(entry: Mapping[str, Any], with_model: bool) -> str:
     prefix = f"{short_model(entry['model'])} " if with_model else ""
-    return f"{entry['pruning']} · {prefix}b{entry['bits']} e{entry['epochs']}"
+    return f"{entry['pruning']} · {prefix}b{entry['bits']} e{entry['epochs']} {training_tag(entry)}".strip()
 
 
 def _draw_impact(fig: Figure, entries: Sequence[Mapping[str, Any]]) -> None:

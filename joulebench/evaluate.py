@@ -9,9 +9,10 @@ survive), and 2:4 cells that can run sparse kernels are packed for them last. Af
 from __future__ import annotations
 
 import functools
+import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ import torch
 from tqdm import tqdm
 
 from joulebench import memory
-from joulebench.cells import Pruning
+from joulebench.cells import EarlyExit, Pruning
 from joulebench.classification import classification_view
 from joulebench.data import Example
+from joulebench.early_exit import EXIT_HEADS, EarlyExitDecoder, check_supported
 from joulebench.energy import EnergyMonitor, EnergySettings
 from joulebench.failures import GenerationError
-from joulebench.finetune import TrainSettings
+from joulebench.finetune import MASKS_FILE, TrainSettings
 from joulebench.metrics import MetricSettings, quality_with_samples, sentence_embeddings
 from joulebench.models import Precision, load_model, load_tokenizer, model_size_bytes
 from joulebench.prune import (
@@ -38,6 +40,7 @@ from joulebench.prune import (
 )
 from joulebench.prune.base import PRUNERS
 from joulebench.sparse_kernels import current_capability, plan_kernels, to_semi_structured
+from joulebench.sparse_training import apply_masks, load_masks
 from joulebench.stats import joules_per_token, spread, wh_per_1k_queries
 
 
@@ -66,6 +69,7 @@ class TimedRepeat:
     generation_s: float
     tokens: int
     queries: int
+    batches: int
 
     @property
     def j_per_token(self) -> float:
@@ -77,6 +81,7 @@ class EvalResult:
     quality: dict[str, float]
     tokens_per_s: dict[str, Any]
     latency_s: dict[str, Any]
+    batch_s: dict[str, Any]
     infer_kwh: dict[str, Any]
     infer_net_kwh: dict[str, Any]
     j_per_token: dict[str, Any]
@@ -96,6 +101,7 @@ class EvalResult:
     repeats: list[dict[str, Any]]
     metrics_s: float
     classification: dict[str, Any] = field(default_factory=dict)
+    early_exit: dict[str, Any] = field(default_factory=dict)
     predictions: list[str] = field(repr=False, default_factory=list)
     item_scores: dict[str, list[float]] = field(repr=False, default_factory=dict)
 
@@ -106,6 +112,9 @@ class EvalResult:
         return out
 
 
+Decode = Callable[..., torch.Tensor]
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -114,9 +123,12 @@ def generate(
     settings: GenerationSettings,
     max_prompt_tokens: int,
     pin_tokens: bool = False,
+    decode: Decode | None = None,
 ) -> GenerationResult:
     """Greedy, batched, left-padded generation; only the time inside `generate` is counted. With `pin_tokens` every
-    sequence generates exactly `max_new_tokens` (end-of-sequence suppressed), so timed repeats do equal work."""
+    sequence generates exactly `max_new_tokens` (end-of-sequence suppressed), so timed repeats do equal work.
+    `decode` replaces `model.generate` (early exit); it takes the same arguments, greedy implied."""
+    decode = decode or functools.partial(model.generate, do_sample=False)
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
     model.eval()
@@ -132,11 +144,11 @@ def generate(
         ).to(model.device)
         began = time.perf_counter()
         try:
-            output = model.generate(
-                **encoded,
+            output = decode(
+                input_ids=encoded["input_ids"],
+                attention_mask=encoded["attention_mask"],
                 max_new_tokens=settings.max_new_tokens,
                 min_new_tokens=settings.max_new_tokens if pin_tokens else None,
-                do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
@@ -168,14 +180,21 @@ def prepare_model(
     calibration: torch.Tensor | None = None,
     calibration_batch: int = 8,
 ) -> tuple[Any, PruneReport, PrunedPositions]:
-    """Merge → prune at the working precision → store at the cell's precision (re-quantize for 8/4 bits), checking
-    the mask after each step."""
+    """Merge (and apply the masks sparse training reached) → prune at the working precision → store at the cell's
+    precision (re-quantize for 8/4 bits), checking the mask after each step."""
     from peft import PeftModel
 
     model = load_model(model_path, working_precision(precision), trust_remote_code)
+    trained: dict[str, torch.Tensor] = {}
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        if (adapter_dir / MASKS_FILE).is_file():  # sparse training: its masks hold for the merged weights
+            trained = load_masks(adapter_dir / MASKS_FILE)
+            apply_masks(model, trained)
     report, positions = prune_model(model, pruning, calibration, calibration_batch)
+    for name, keep in trained.items():
+        pruned = ~keep.cpu()
+        positions.add(name, ~(pruned | positions.get(name)) if name in positions else keep.cpu())
     if precision.bits == 16:
         model = model.to(precision.torch_dtype)
     elif precision.quantized:
@@ -183,7 +202,7 @@ def prepare_model(
             model.save_pretrained(tmp)
             del model
             model = load_model(tmp, precision, trust_remote_code)
-    if precision.bits != 32 and pruning.method != "none":
+    if precision.bits != 32 and (pruning.method != "none" or trained):
         report.checks.append(check_masks(model, positions, pruning, f"stored at {precision.label}"))
     return model, report, positions
 
@@ -224,17 +243,19 @@ def measure_inference(
     monitor: EnergyMonitor,
     measurement: EnergySettings,
     name: str = "inference",
+    decode: Decode | None = None,
 ) -> Inference:
     """After `warmup` passes, `repeats` energy windows of one pass each over the prompts, tokens pinned, all inside
     one window called `name`."""
     for _ in range(measurement.warmup):
-        generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True)
+        generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True, decode=decode)
     repeats = []
     with monitor.window(name) as outer:
         for index in range(1, measurement.repeats + 1):
             with monitor.window(f"{name}-{index}") as window:
-                run = generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True)
-            repeats.append(TimedRepeat(window["energy"].to_dict(), run.wall_s, run.new_tokens, len(prompts)))
+                run = generate(model, tokenizer, prompts, generation, max_prompt_tokens, True, decode)
+            batches = math.ceil(len(prompts) / generation.batch_size)
+            repeats.append(TimedRepeat(window["energy"].to_dict(), run.wall_s, run.new_tokens, len(prompts), batches))
     return Inference(outer["energy"].to_dict(), repeats)
 
 
@@ -253,20 +274,28 @@ def evaluate_cell(
     calibration_examples: Sequence[Example] = (),
     calibration: CalibrationSettings | None = None,
     sparse_kernels: bool = True,
+    early_exit: EarlyExit | None = None,
 ) -> EvalResult:
     """Quality from one ordinary greedy pass; energy, latency and throughput from pinned, repeated windows. A cell
     that runs 2:4 sparse kernels is first measured masked-dense, then packed and measured again: the speed-up is the
-    ratio of the two on the same prompts and tokens."""
+    ratio of the two on the same prompts and tokens. With `early_exit`, every pass decodes with early exits (its exit
+    heads are trained, if they need it, inside the `prepare` window); the exit statistics are the quality pass's."""
     tokenizer = load_tokenizer(model_path, trust_remote_code)
     prompts = [e.prompt for e in test]
     calibration = calibration or CalibrationSettings()
+    heads_kind = EXIT_HEADS.get(early_exit.heads) if early_exit else None
     windows = None
-    if PRUNERS.get(pruning.method).calibrated:
+    if PRUNERS.get(pruning.method).calibrated or (heads_kind and heads_kind.needs_calibration):
         windows = calibration_windows(calibration_examples, tokenizer, calibration)
+    decoder = None
     with monitor.window("prepare") as prepared:
         model, prune_report, positions = prepare_model(
             model_path, adapter_dir, precision, pruning, trust_remote_code, windows, calibration.batch_size
         )
+        if early_exit is not None and heads_kind is not None:
+            check_supported(model)
+            decoder = EarlyExitDecoder(model, early_exit, heads_kind.prepare(model, windows, calibration.seed))
+    decode = decoder.generate if decoder else None
     plan = plan_kernels(pruning, precision, sparse_kernels, current_capability())
     kernel: dict[str, Any] = plan.to_dict() if plan else {}
     memory.reset_peak()
@@ -277,8 +306,10 @@ def evaluate_cell(
                                   "inference-dense")  # fmt: skip
         kernel["conversion"] = to_semi_structured(model).to_dict()
         prune_report.checks.append(check_masks(model, positions, pruning, "packed for sparse kernels"))
-    answers = generate(model, tokenizer, prompts, generation, max_prompt)
-    inference = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement)
+    answers = generate(model, tokenizer, prompts, generation, max_prompt, decode=decode)
+    exits = decoder.stats.to_dict() if decoder else {}
+    inference = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement,
+                                  decode=decode)  # fmt: skip
     repeats = inference.repeats
     peak, peak_kind = memory.peak_mb()
     size_mb = model_size_bytes(model) / 2**20
@@ -297,6 +328,7 @@ def evaluate_cell(
         quality=quality,
         tokens_per_s=figures["tokens_per_s"],
         latency_s=spread([r.generation_s / r.queries for r in repeats]).to_dict(),
+        batch_s=spread([r.generation_s / r.batches for r in repeats]).to_dict(),
         infer_kwh=figures["infer_kwh"],
         infer_net_kwh=spread([r.energy["net_kwh"] for r in repeats]).to_dict(),
         j_per_token=figures["j_per_token"],
@@ -316,6 +348,7 @@ def evaluate_cell(
         repeats=[asdict(r) for r in repeats],
         metrics_s=time.perf_counter() - began,
         classification=classes,
+        early_exit=exits,
         predictions=answers.predictions,
         item_scores=item_scores,
     )

@@ -15,14 +15,18 @@ import torch
 from tqdm import tqdm
 
 from joulebench import memory
+from joulebench.cells import REFERENCE_TRAINING, TrainVariant
 from joulebench.checkpoints import EpochCheckpoints, restore_rng, restore_trainable, rng_state, trainable_state
 from joulebench.data import Example
 from joulebench.energy import EnergyMonitor, WindowEnergy
 from joulebench.failures import NonFiniteLoss
 from joulebench.io import atomic_directory
+from joulebench.mixed_precision import TRAINING_PRECISIONS, TrainingPrecision, backward_and_step, matmul_dtypes
 from joulebench.models import Precision, load_model, load_tokenizer
+from joulebench.sparse_training import SPARSE_TRAINERS, SparseTrainer, save_masks
 
 Batch = dict[str, torch.Tensor]
+MASKS_FILE = "sparsity_masks.pt"  # beside the adapter: the keep-masks sparse training reached
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class TrainResult:
     peak_mem_kind: str = ""
     energy: dict[str, Any] = field(default_factory=dict)
     resumed_from_epoch: int = 0  # epochs restored from a checkpoint written by an earlier, interrupted job
+    matmul_dtypes: dict[str, int] = field(default_factory=dict)  # of the first step run: what autocast really did
+    precision: dict[str, Any] = field(default_factory=dict)
+    sparse_training: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,17 +131,36 @@ def train_loop(
     steps_per_epoch: int,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     checkpoints: EpochCheckpoints | None = None,
+    precision: TrainingPrecision | None = None,
+    sparse: SparseTrainer | None = None,
 ) -> TrainResult:
     """Train for `epochs`, each epoch its own energy window nested in the phase window. With `checkpoints`, the state
     after each epoch is saved, and a saved state resumes training after its last finished epoch. A loss that is not
-    finite stops training at once (NonFiniteLoss)."""
+    finite stops training at once (NonFiniteLoss). `precision` sets autocast and loss scaling (the trainable weights
+    are already in its master dtype); `sparse` is told of every step and epoch (it may prune and rewind)."""
     result = TrainResult()
+    precision = precision or TRAINING_PRECISIONS.get("32-true")
     first = 1
     state = checkpoints.load() if checkpoints else None
     if state is not None:
-        first = resume(state, model, optimizer, result)
+        first = resume(state, model, optimizer, result, sparse)
         logging.getLogger(__name__).info("%s: resumed after epoch %d from %s", phase, first - 1, checkpoints.path)
     target_device = next(model.parameters()).device
+    scaler = precision.scaler(target_device.type)
+    if scaler is not None and state is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+
+    def step(batch: Batch) -> float:
+        with precision.autocast(target_device.type):
+            loss = model(**batch).loss
+        if not math.isfinite(loss.item()):
+            return loss.item()
+        backward_and_step(loss, optimizer, scaler)
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
     started = time.perf_counter()
     monitor.begin_window(phase)
     model.train()
@@ -144,18 +170,21 @@ def train_loop(
         epoch_start = time.perf_counter()
         losses: list[float] = []
         bar = tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"{phase} epoch {epoch}/{epochs}", mininterval=2)
-        for step, batch in enumerate(bar, start=1):
+        for index, batch in enumerate(bar, start=1):
             batch = {k: v.to(target_device) for k, v in batch.items()}
-            loss = model(**batch).loss
-            if not math.isfinite(loss.item()):
-                raise NonFiniteLoss(f"{phase}: loss became {loss.item()} at step {step} of epoch {epoch}; stopped")
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            if result.matmul_dtypes:
+                losses.append(step(batch))
+            else:
+                with matmul_dtypes() as counts:
+                    losses.append(step(batch))
+                result.matmul_dtypes = dict(counts)
+            if not math.isfinite(losses[-1]):
+                raise NonFiniteLoss(f"{phase}: loss became {losses[-1]} at step {index} of epoch {epoch}; stopped")
+            if sparse is not None:
+                sparse.after_step(model, epoch, index)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        if sparse is not None:
+            sparse.after_epoch(model, optimizer, epoch, sum(losses) / len(losses))
         wall = time.perf_counter() - epoch_start
         result.loop_s += wall
         energy = monitor.end_window(f"{phase}-epoch-{epoch}")
@@ -169,6 +198,8 @@ def train_loop(
                 "wall_s": result.wall_s + time.perf_counter() - started,
                 "trainable": trainable_state(model),
                 "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "sparse": sparse.state_dict() if sparse is not None else None,
                 "rng": rng_state(),
             })  # fmt: skip
     phase_energy: WindowEnergy = monitor.end_window(phase)
@@ -178,10 +209,18 @@ def train_loop(
     return result
 
 
-def resume(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: TrainResult) -> int:
-    """Restore a checkpoint into the model, optimizer, RNG and `result`; the first epoch still to run."""
+def resume(
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    result: TrainResult,
+    sparse: SparseTrainer | None = None,
+) -> int:
+    """Restore a checkpoint into the model, optimizer, sparse trainer, RNG and `result`; the first epoch to run."""
     restore_trainable(model, state["trainable"])
     optimizer.load_state_dict(state["optimizer"])
+    if sparse is not None and state.get("sparse") is not None:
+        sparse.load_state_dict(state["sparse"], model)
     restore_rng(state["rng"])
     saved = state["result"]
     result.epochs = [EpochRecord(**epoch) for epoch in saved["epochs"]]
@@ -202,9 +241,11 @@ def finetune(
     adapter_dir: Path,
     trust_remote_code: bool = False,
     checkpoints: EpochCheckpoints | None = None,
+    variant: TrainVariant = REFERENCE_TRAINING,
 ) -> TrainResult:
-    """LoRA on a 32/16-bit base, LLM.int8 + LoRA at 8 bits, QLoRA at 4 bits; the adapter is saved to `adapter_dir`
-    (atomically). With `checkpoints`, training resumes after the last epoch an interrupted job finished."""
+    """LoRA on a 32/16-bit base, LLM.int8 + LoRA at 8 bits, QLoRA at 4 bits, at the variant's training precision and
+    sparse training; the adapter is saved to `adapter_dir` (atomically), with the sparse-training keep-masks beside
+    it (`MASKS_FILE`). With `checkpoints`, training resumes after the last epoch an interrupted job finished."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     torch.manual_seed(settings.seed)
@@ -220,21 +261,31 @@ def finetune(
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
+    training_precision = TRAINING_PRECISIONS.get(variant.precision)
+    training_precision.prepare(model)
     pairs = encode_supervised(tokenizer, train, settings.max_prompt_tokens, settings.max_target_tokens)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     steps = math.ceil(len(pairs) / settings.batch_size)
+    sparse = SPARSE_TRAINERS.get(variant.sparsity.method)(variant.sparsity, epochs, steps)
+    sparse.attach(model)
     result = train_loop(
         model,
         lambda epoch: shuffled_batches(pairs, settings.batch_size, tokenizer.pad_token_id, settings.seed + epoch),
         optimizer,
-        epochs,
+        sparse.total_epochs,
         monitor,
         "finetune",
         steps,
         checkpoints=checkpoints,
+        precision=training_precision,
+        sparse=sparse,
     )
+    result.precision = training_precision.describe()
+    result.sparse_training = sparse.summary()
     with atomic_directory(adapter_dir) as staging:
         model.save_pretrained(staging)
+        if masks := sparse.masks():
+            save_masks(masks, staging / MASKS_FILE)
     if checkpoints is not None:
         checkpoints.remove()
     return result

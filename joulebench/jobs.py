@@ -93,9 +93,11 @@ def finetune(
     record: str,
     checkpoint: str | None = None,
     software: dict[str, str] | None = None,
+    variant: dict[str, Any] | None = None,
 ) -> None:
-    """Fine-tune one cell; a failure is recorded (see `failures_recorded`). With `checkpoint`, the state after each
-    epoch is kept there, and a job re-run after a kill resumes from it."""
+    """Fine-tune one cell in its training variant (precision, sparse training); a failure is recorded (see
+    `failures_recorded`). With `checkpoint`, the state after each epoch is kept there, and a job re-run after a kill
+    resumes from it."""
     from joulebench.checkpoints import EpochCheckpoints, fingerprint
     from joulebench.data import read_examples
     from joulebench.energy import measured
@@ -104,7 +106,7 @@ def finetune(
 
     checkpoints = None
     if checkpoint:
-        settings = {"cell": cell, "model": model, "training": training, "software": software}
+        settings = {"cell": cell, "model": model, "training": training, "variant": variant, "software": software}
         inputs = [train, *([built_model] if built_model else [])]
         checkpoints = EpochCheckpoints(Path(checkpoint), fingerprint(settings, inputs))
     with failures_recorded(record, cell, lambda: Path(adapter_dir).mkdir(parents=True, exist_ok=True)):
@@ -120,6 +122,7 @@ def finetune(
                 Path(adapter_dir),
                 bool(model.get("trust_remote_code", False)),
                 checkpoints,
+                train_variant(variant),
             )
             details = provenance(monitor, energy)
         atomic_write_json(record, {"cell": cell, "status": "ok", "result": result.to_dict(), "provenance": details})
@@ -149,9 +152,22 @@ def failures_recorded(record: str, cell: dict[str, Any], placeholders: Callable[
 
 
 def cell_name(cell: dict[str, Any]) -> str:
-    """A fine-tuning's name (dataset/model/b4-e5), or an evaluation's with its pruning (…/b4-e5-magnitude30)."""
-    name = f"{cell['dataset']}/{cell['model']}/b{cell['bits']}-e{cell['epochs']}"
+    """A fine-tuning's name (dataset/model/32-true_dense/b4-e5), or an evaluation's with its post-training variant
+    (…/b4-e5-magnitude 30%)."""
+    from joulebench.cells import REFERENCE_TRAINING
+
+    training = cell.get("training", REFERENCE_TRAINING.id)
+    name = f"{cell['dataset']}/{cell['model']}/{training}/b{cell['bits']}-e{cell['epochs']}"
     return f"{name}-{cell['pruning_label']}" if "pruning_label" in cell else name
+
+
+def train_variant(variant: dict[str, Any] | None) -> Any:
+    """A rule's `variant` param (the TrainVariant as a dict) back as a TrainVariant."""
+    from joulebench.cells import REFERENCE_TRAINING, SparseTraining, TrainVariant
+
+    if not variant:
+        return REFERENCE_TRAINING
+    return TrainVariant(variant["precision"], SparseTraining(**variant["sparsity"]))
 
 
 def evaluate(
@@ -171,10 +187,11 @@ def evaluate(
     record: str,
     predictions: str,
     training_record: str | None = None,
+    early_exit: dict[str, Any] | None = None,
 ) -> None:
-    """Evaluate one cell (pruned first, if its setting says so); a failure is recorded (`failures_recorded`), and a
-    cell whose fine-tuning failed is recorded as skipped without loading anything."""
-    from joulebench.cells import Pruning
+    """Evaluate one cell (pruned first, or decoded with early exits, if its setting says so); a failure is recorded
+    (`failures_recorded`), and a cell whose fine-tuning failed is recorded as skipped without loading anything."""
+    from joulebench.cells import EarlyExit, Pruning
     from joulebench.data import read_examples
     from joulebench.energy import EnergySettings, measured
     from joulebench.evaluate import GenerationSettings, evaluate_cell
@@ -185,7 +202,10 @@ def evaluate(
     from joulebench.prune import CalibrationSettings
 
     setting = Pruning(**pruning)
+    exit_setting = EarlyExit(**early_exit) if early_exit else None
     described = {**cell, "pruning_label": setting.label, "pruning_method": setting.method}
+    if exit_setting is not None:
+        described.update(pruning_label=exit_setting.label, pruning_method="early-exit")
     if training_record and (tuned := json.loads(Path(training_record).read_text()))["status"] != "ok":
         write_jsonl(predictions, [])
         atomic_write_json(record, {
@@ -213,6 +233,7 @@ def evaluate(
                 calibration_examples=read_examples(Path(train)),
                 calibration=CalibrationSettings.from_config(calibration),
                 sparse_kernels=sparse_kernels,
+                early_exit=exit_setting,
             )
             details = provenance(monitor, energy)
         lines = [
@@ -289,7 +310,7 @@ def load_records(
     from joulebench.summary import cell_row, load_json
 
     def finetune_key(record: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(record["cell"][key] for key in ("dataset", "model", "bits", "epochs"))
+        return tuple(record["cell"][key] for key in ("dataset", "model", "training", "bits", "epochs"))
 
     training_records = {finetune_key(record): record for record in map(load_json, map(Path, trainings))}
     evaluation_records = [load_json(Path(path)) for path in evaluations]
@@ -305,18 +326,28 @@ def select_for_pruning(evaluations: list[str], trainings: list[str], w: float, k
     add_ranking(rows, w, k)
     tuned = [r for r in rows if not r["is_reference"] and "finetune_rank" in r]
     tuned.sort(key=lambda r: r["finetune_rank"])
-    keys = ("model", "bits", "epochs", "finetune_rank", "score", "phi", "rho", "total_kwh")
+    keys = ("model", "training", "bits", "epochs", "finetune_rank", "score", "phi", "rho", "total_kwh")
     ranking = [{key: r[key] for key in keys} for r in tuned]
     selected = [entry for entry, r in zip(ranking, tuned, strict=True) if r["top_k"]]
     atomic_write_json(out, {"w": w, "top_k": k, "ranking": ranking, "selected": selected})
 
 
 def aggregate(
-    evaluations: list[str], trainings: list[str], selections: list[str], w: float, k: int, out_csv: str, out_json: str
+    evaluations: list[str],
+    trainings: list[str],
+    selections: list[str],
+    w: float,
+    k: int,
+    out_csv: str,
+    out_json: str,
+    builds: list[str] = (),
+    lifecycle: dict[str, Any] | None = None,
 ) -> None:
-    """`summary.csv` and `summary.json`: the ranked rows, and for the report also the training series, the
-    selections that chose the pruned cells, example answers and when and how the results were measured. Each cell's
-    `predictions.jsonl` sits beside its `eval.json`."""
+    """`summary.csv` and `summary.json`: the ranked rows with their lifecycle energy and carbon, and for the report
+    also the training series, the selections that chose the pruned cells, example answers and when and how the
+    results were measured. Each cell's `predictions.jsonl` sits beside its `eval.json`; each embedded model's
+    `pretrain.json` (in `builds`) sits in results/models/<dataset>/<model>/."""
+    from joulebench.lifecycle import LifecycleSettings, add_lifecycle
     from joulebench.summary import (
         add_ranking,
         add_uncertainty,
@@ -329,6 +360,11 @@ def aggregate(
 
     rows, evaluation_records, training_records = load_records(evaluations, trainings)
     add_ranking(rows, w, k)
+    built = {Path(path).parts[-3:-1]: load_json(Path(path))["result"]["energy"]["total_kwh"] for path in builds}
+    for row in rows:
+        if (kwh := built.get((row["dataset"], row["model"]))) is not None:
+            row["build_kwh"] = kwh
+    add_lifecycle(rows, LifecycleSettings.from_config(lifecycle or {}))
     predictions = {cell_key(row): read_predictions(Path(path).with_name("predictions.jsonl"))
                    for row, path in zip(rows, evaluations, strict=True) if row["status"] == "ok"}  # fmt: skip
     add_uncertainty(rows, predictions, w)
@@ -401,7 +437,7 @@ def training_series(record: dict[str, Any]) -> dict[str, Any]:
     cell = record["cell"]
     epochs = record["result"]["epochs"]
     return {
-        **{key: cell[key] for key in ("dataset", "model", "bits", "epochs")},
+        **{key: cell[key] for key in ("dataset", "model", "training", "bits", "epochs")},
         "losses": [e["loss"] for e in epochs],
         "epoch_kwh": [e["energy"]["total_kwh"] for e in epochs],
         "wall_s": record["result"]["wall_s"],
@@ -435,6 +471,7 @@ def report(summary: str, config: dict[str, Any], template_dir: str, out_html: st
         prune_all=prunes_all(config),
         run_info=run_info(data.get("run", {}), config),
         examples=data.get("examples", []),
+        lifecycle=config.get("lifecycle") or {},
     )
     write_report(inputs, Path(template_dir), Path(out_html), Path(out_pdf))
 

@@ -484,6 +484,7 @@ def grid_problems(config: Mapping[str, Any], ok: Callable[..., bool],
     methods = _at(config, ("pruning", "methods"))
     if isinstance(methods, list):
         problems += pruning_problems(methods, dims, ok)
+    problems += technique_problems(config, dims, ok)
     training = _at(config, ("training",))
     cells = _at(config, ("training", "cells"))
     cells = cells if isinstance(cells, Mapping) else {}
@@ -561,6 +562,54 @@ def pruning_problems(methods: Sequence[Mapping[str, Any]], dims: Mapping[str, Ma
                     problems.append(f"pruning.methods[{index}]: {setting.n}:{setting.m} needs each pruned layer's "
                                     f"input size divisible by {setting.m}; models.{name} has {size} "
                                     f"{value}")  # fmt: skip
+    return problems
+
+
+def technique_problems(config: Mapping[str, Any], dims: Mapping[str, Mapping[str, Any]],
+                       ok: Callable[..., bool]) -> list[str]:  # fmt: skip
+    """Training variants and early exits through the code the workflow uses (cells.training_variants,
+    cells.early_exit_settings), each name looked up in its registry."""
+    from joulebench.cells import early_exit_settings, post_training_variants, training_variants
+
+    problems = []
+    variants: dict[str, Any] = {}
+    if ok("training_variants"):
+        try:
+            variants = training_variants(config)
+        except ValueError as error:
+            problems.append(" ".join(str(error).split()))
+    if variants:
+        from joulebench.mixed_precision import TRAINING_PRECISIONS
+        from joulebench.sparse_training import SPARSE_TRAINERS
+
+        epochs = [int(e) for e in config["epochs"]] if ok("epochs") else []
+        for index, variant in enumerate(variants.values()):
+            for registry, name, key in ((TRAINING_PRECISIONS, variant.precision, "precision"),
+                                        (SPARSE_TRAINERS, variant.sparsity.method, "sparsity")):  # fmt: skip
+                if name not in registry:
+                    problems.append(f"training_variants[{index}].{key}: unknown {registry.kind} {name!r}; known: "
+                                    f"{listed(registry.names())}")  # fmt: skip
+            if variant.sparsity.method == "lottery" and epochs and variant.sparsity.rewind_epoch > min(epochs):
+                problems.append(f"training_variants[{index}].sparsity.rewind_epoch: {variant.sparsity.rewind_epoch} "
+                                f"is past the shortest run (epochs {min(epochs)})")  # fmt: skip
+    if not ok("early_exit"):
+        return problems
+    try:
+        exits = early_exit_settings(config)
+        post_training_variants(config)
+    except ValueError as error:
+        return [*problems, " ".join(str(error).split())]
+    from joulebench.early_exit import EXIT_HEADS
+
+    for index, setting in enumerate(exits.values()):
+        if setting.heads not in EXIT_HEADS:
+            problems.append(f"early_exit[{index}].heads: unknown {EXIT_HEADS.kind} {setting.heads!r}; known: "
+                            f"{listed(EXIT_HEADS.names())}")  # fmt: skip
+        for name, dim in dims.items():
+            layers = dim.get("num_hidden_layers")
+            if isinstance(layers, int) and setting.min_layer >= layers:
+                problems.append(f"early_exit[{index}].min_layer: {setting.min_layer} leaves no layer to exit at; "
+                                f"models.{name} has {layers} layers")  # fmt: skip
     return problems
 
 

@@ -17,6 +17,17 @@ from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from joulebench import charts
 from joulebench.io import atomic_write_bytes, atomic_write_text
+from joulebench.lifecycle import (
+    DEFAULT_PRECISION,
+    DEFAULT_SPARSE_TRAINING,
+    MEASURED,
+    STAGE_NAMES,
+    Lifecycle,
+    LifecycleSettings,
+    StageCarbon,
+    find_optimised,
+    optimised_vs_baseline,
+)
 from joulebench.sparse_kernels import DENSE_LABEL
 from joulebench.summary import COLUMNS
 
@@ -67,6 +78,8 @@ class ReportInputs:
     run_info: dict[str, Any] = field(default_factory=dict)
     # Each: dataset, cell, id, target, prediction, base_prediction (model optional).
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # The config's `lifecycle` block (query volume, emission factors, baseline); empty: the defaults.
+    lifecycle: dict[str, Any] = field(default_factory=dict)
 
 
 # --- number formatting ------------------------------------------------------------------------
@@ -250,6 +263,121 @@ def dataset_sections(
     return sections
 
 
+def format_change(value: float | None) -> str:
+    return "" if value is None else f"{value:+.1f} %"
+
+
+def _baseline_rule(settings: LifecycleSettings) -> str:
+    """How the baseline was chosen, in words: what the reader needs to recognise it as the configured one."""
+    unset = [key for key in ("bits", "epochs") if key not in settings.baseline]
+    if not unset:
+        return "as configured under lifecycle.baseline"
+    return f"{' and '.join(unset)}: the largest evaluated; lifecycle.baseline sets them"
+
+
+def _missing_comparison(rows: Sequence[Mapping[str, str]], settings: LifecycleSettings, dataset: str) -> str:
+    if find_optimised(rows, dataset) is None:
+        return "No cell of this dataset is ranked, so there is no optimised cell to compare."
+    wanted = [f"training precision {settings.baseline.get('precision', DEFAULT_PRECISION)}",
+              f"sparse training {settings.baseline.get('sparse_training', DEFAULT_SPARSE_TRAINING)}"]  # fmt: skip
+    wanted += [f"{key} {settings.baseline[key]}" for key in ("model", "bits", "epochs") if key in settings.baseline]
+    return (f"No evaluated, unpruned fine-tuned cell of this dataset matches the baseline ({', '.join(wanted)}), "
+            "so there is nothing to compare against.")  # fmt: skip
+
+
+def _cell_details(cell: Mapping[str, Any], label: str, show_model: bool) -> list[tuple[str, str]]:
+    """(name, text) rows that tell the two cells apart: the axes of the grid, and how each ranked."""
+    details = [("cell", label)] + ([("model", cell["model"])] if show_model else [])
+    details += [
+        ("bits", format_int(cell["bits"])), ("epochs", format_int(cell["epochs"])),
+        ("training precision", cell["precision"]), ("sparse training", cell["sparse_training"]),
+        ("pruning / exit", cell["pruning"]),
+    ]  # fmt: skip
+    if cell["early_exit"]:
+        details.append(("early exit", cell["early_exit"]))
+    if cell["mean_exit_layer"] is not None:
+        details.append(("mean exit layer", format_sig(cell["mean_exit_layer"])))
+    details += [("rank", format_int(cell["rank"])), ("R (score)", format_metric(cell["score"])),
+                ("ρ", format_metric(cell["rho"]))]  # fmt: skip
+    return details
+
+
+def _change_css(change: float | None, improved: bool | None) -> str:
+    """Coloured only where the change shown is not 0.0 %: a rounding-level difference is neither better nor worse."""
+    if change is None or improved is None or round(change, 1) == 0:
+        return ""
+    return "verdict-better" if improved else "verdict-worse"
+
+
+def _measure_text(key: str, value: float | None) -> str:
+    if value is None:
+        return ""
+    return format_metric(value) if key in ("accuracy", "auc_roc") else format_sig(value)
+
+
+def _stage_texts(stage: StageCarbon) -> dict[str, str]:
+    """A stage of one cell as shown: a stage without energy says so (build, for a hub model) and adds nothing."""
+    if stage.kwh is None:
+        return {"kwh": "not recorded", "factor": "", "source": "", "kg": ""}
+    return {
+        "kwh": format_kwh(stage.kwh),
+        "factor": "" if stage.g_per_kwh is None else format_sig(stage.g_per_kwh),
+        "source": stage.factor_source,
+        "kg": "" if stage.kg is None else format_sig(stage.kg),
+    }
+
+
+def lifecycle_view(rows: Sequence[Mapping[str, str]], settings: LifecycleSettings) -> list[dict[str, Any]]:
+    """Per dataset: the paper's optimised-against-baseline table and both cells' lifecycle stages, formatted; or why
+    there is no comparison."""
+    show_model = charts.needs_model_prefix(rows)
+    view = []
+    for dataset in charts.datasets_in_order(rows):
+        section: dict[str, Any] = {"name": dataset, "queries": f"{settings.queries:,}"}
+        view.append(section)
+        table = optimised_vs_baseline(rows, settings, dataset)
+        if table is None:
+            section["missing"] = _missing_comparison(rows, settings, dataset)
+            continue
+        section["missing"] = ""
+        cells = {which: table[which] for which in ("baseline", "optimised")}
+        labels = {which: charts.cell_label(table[f"{which}_row"], show_model) for which in cells}
+        details = {which: dict(_cell_details(cell, labels[which], show_model)) for which, cell in cells.items()}
+        names = list(dict.fromkeys(name for found in details.values() for name in found))
+        cycles: dict[str, Lifecycle] = table["lifecycle"]
+        stages = []
+        for stage, stage_name in STAGE_NAMES.items():
+            texts = {which: _stage_texts(cycle.stage(stage)) for which, cycle in cycles.items()}
+            extra = f" at {settings.queries:,} queries" if stage == "inference" else ""
+            stages.append({"name": stage_name + extra, **texts})
+        estimated = sorted({component.upper() for cell in cells.values() for component in cell["estimated"]})
+        section.update({
+            "same_cell": table["same_cell"],
+            "labels": labels,
+            "cells": cells,
+            "rule": _baseline_rule(settings),
+            "details": [(name, *(details[which].get(name, "") for which in cells)) for name in names],
+            "measures": [{
+                "name": m["name"], "unit": m["unit"], "better": m["better"],
+                "baseline": _measure_text(m["key"], m["baseline"]),
+                "optimised": _measure_text(m["key"], m["optimised"]),
+                "change": format_change(m["change_pct"]),
+                "css": _change_css(m["change_pct"], m["improved"]),
+            } for m in table["measures"]],
+            "stages": stages,
+            "totals": {which: {"kwh": format_kwh(cycle.kwh), "kg": format_sig(cycle.kg),
+                               "share": "" if cycle.inference_share is None else f"{100 * cycle.inference_share:.1f} %"}
+                       for which, cycle in cycles.items()},
+            "build_missing": any(cycle.stage("build").kwh is None for cycle in cycles.values()),
+            "measured_factor": any(stage.factor_source == MEASURED and stage.kwh is not None
+                                   for cycle in cycles.values() for stage in cycle.stages),
+            "estimated": " and ".join(estimated),
+            "sources": {which: "; ".join(f"{c}={s}" for c, s in cell["sources"].items() if s)
+                        for which, cell in cells.items()},
+        })  # fmt: skip
+    return view
+
+
 def energy_table(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
     with_model = charts.needs_model_prefix(rows)
     datasets = charts.datasets_in_order(rows)
@@ -412,6 +540,7 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
         "carbon_is_cell_total": charts.inference_carbon_key(rows) != charts.INFER_EMISSIONS_KEY,
         "not_ok": [_decorate(row, charts.needs_model_prefix(rows), 0) for row in rows if not charts.is_ok(row)],
         "examples": examples_view(inputs.examples),
+        "lifecycle": lifecycle_view(rows, LifecycleSettings.from_config(inputs.lifecycle)),
         "show_model": charts.needs_model_prefix(rows),
         # Trusted: generated by joulebench.charts / read from our own template folder.
         "stylesheet": Markup(stylesheet),

@@ -8,18 +8,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from joulebench.cells import REFERENCE_TRAINING
 from joulebench.classification import CLASS_COLUMNS
 from joulebench.io import atomic_write_text
 from joulebench.rank import Ranked, rank_cells, rho
 
 COLUMNS = [
-    "dataset", "model", "bits", "epochs", "pruning", "pruning_method", "status", "is_reference",
-    "train_kwh", "prepare_kwh", "infer_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "total_kwh", "emissions_kg",
+    "dataset", "model", "training", "precision", "sparse_training", "bits", "epochs", "pruning", "pruning_method",
+    "status", "is_reference", "build_kwh", "train_kwh", "prepare_kwh", "infer_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh",
+    "total_kwh", "emissions_kg", "lifecycle_kwh", "lifecycle_kg", "lifecycle_inference_share", "lifecycle_build_kwh",
+    "lifecycle_finetune_kwh", "lifecycle_compress_kwh", "lifecycle_inference_kwh",
     "bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine", "accuracy", "macro_f1", "auc_roc",
     "cpu_source", "gpu_source", "ram_source", "idle_w", "gross_kwh", "net_kwh",
     "infer_kwh_ci95", "infer_j_per_token", "infer_j_per_token_ci95", "wh_per_1k_queries", "repeats", "energy_cv",
-    "tokens_per_s", "tokens_per_s_ci95", "latency_s", "latency_s_ci95", "peak_mem_mb", "model_size_mb", "sparsity",
-    "sparse_kernel", "speedup_vs_dense", "dense_j_per_token",
+    "tokens_per_s", "tokens_per_s_ci95", "latency_s", "latency_s_ci95", "batch_latency_s", "peak_mem_mb",
+    "model_size_mb", "sparsity", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token",
+    "early_exit", "mean_exit_layer", "exit_layers", "exit_compute_fraction", "train_sparsity", "train_matmul_dtype",
     "phi", "rho", "score", "rank", "finetune_rank", "finetune_score", "top_k",
     "delta_rho", "delta_rho_lo", "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first",
     "delta_parent_rho", "delta_parent_rho_lo", "delta_parent_rho_hi", "verdict_parent_rho",
@@ -35,8 +39,10 @@ def load_json(path: Path) -> dict[str, Any]:
 def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dict[str, Any]:
     cell = evaluation["cell"]
     row: dict[str, Any] = {key: cell[key] for key in ("dataset", "model", "bits", "epochs")}
+    row["training"] = cell.get("training", REFERENCE_TRAINING.id)
     row["pruning"] = cell["pruning_label"]
     row["pruning_method"] = cell.get("pruning_method", cell["pruning"])
+    row["early_exit"] = cell["pruning_label"] if row["pruning_method"] == "early-exit" else ""
     row["is_reference"] = int(cell["epochs"] == 0)
     row["status"] = evaluation["status"]
     row["error"] = evaluation.get("error", "")
@@ -58,6 +64,12 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
         net += train["energy"]["net_kwh"]
         losses = [epoch["loss"] for epoch in train["epochs"]]
         row.update(train_loss_first=losses[0], train_loss_last=losses[-1], train_wall_s=train["wall_s"])
+        row["precision"] = train.get("precision", {}).get("name", REFERENCE_TRAINING.precision)
+        sparse = train.get("sparse_training", {})
+        row["sparse_training"] = sparse.get("label", "dense")
+        if sparse.get("method", "dense") != "dense":
+            row["train_sparsity"] = sparse["achieved"]
+        row["train_matmul_dtype"] = main_dtype(train.get("matmul_dtypes", {}))
     row["prepare_kwh"] = result["prepare_energy"]["total_kwh"]
     row["infer_kwh"] = result["infer_kwh"]["mean"]
     for component in ("cpu", "gpu", "ram"):
@@ -85,13 +97,22 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
         row[key], row[f"{key}_ci95"] = result[key]["mean"], result[key]["ci95"]
     for key in ("peak_mem_mb", "model_size_mb", "peak_mem_kind"):
         row[key] = result[key]
+    row["batch_latency_s"] = result["batch_s"]["mean"]
     row["generated_tokens"] = result["tokens_per_repeat"]
+    if exits := result.get("early_exit"):
+        row.update(mean_exit_layer=exits["mean_exit_layer"], exit_layers=exits["layers"],
+                   exit_compute_fraction=exits["compute_fraction"])  # fmt: skip
     row["sparsity"] = result["prune"]["achieved"]
     row["sparse_kernel"] = result["kernel"].get("label", "")
     if result["speedup_vs_dense"] is not None:
         row["speedup_vs_dense"] = result["speedup_vs_dense"]
         row["dense_j_per_token"] = result["dense_comparison"]["j_per_token"]["mean"]
     return row
+
+
+def main_dtype(counts: dict[str, int]) -> str:
+    """The operand dtype most of a training step's matmuls ran in (e.g. "bfloat16" under bf16 autocast)."""
+    return max(counts, key=lambda dtype: counts[dtype]) if counts else ""
 
 
 def add_ranking(rows: Sequence[dict[str, Any]], w: float, k: int) -> None:
@@ -171,6 +192,8 @@ def answer_examples(
         base_items = predictions.get(cell_key(base), []) if base else []
         base_answers = {item["id"]: item["prediction"] for item in base_items}
         label = f"b{best['bits']} e{best['epochs']} {best['pruning']}"
+        if best["training"] != REFERENCE_TRAINING.id:
+            label += f" ({best['training']})"
         for item in predictions.get(cell_key(best), [])[:count]:
             examples.append({"dataset": dataset, "model": best["model"], "cell": label, "id": item["id"],
                              "target": item["target"], "prediction": item["prediction"],
@@ -179,7 +202,8 @@ def answer_examples(
 
 
 def cell_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[key] for key in ("dataset", "model", "bits", "epochs", "pruning"))
+    """The row's cell; without its last element (the post-training variant), its fine-tuned parent's."""
+    return tuple(row[key] for key in ("dataset", "model", "training", "bits", "epochs", "pruning"))
 
 
 def add_uncertainty(
@@ -203,7 +227,7 @@ def add_uncertainty(
         return {metric: [item["scores"][metric] for item in items] for metric in items[0]["scores"]}
 
     bases = {(r["dataset"], r["model"]): r for r in rows if r["is_reference"] and r["status"] == "ok"}
-    parents = {cell_key(r)[:4]: r for r in rows if r["pruning"] == "none" and r["status"] == "ok"}
+    parents = {cell_key(r)[:-1]: r for r in rows if r["pruning"] == "none" and r["status"] == "ok"}
     scores = {cell_key(r): item_scores(r) for r in rows if r["status"] == "ok"}
     for dataset in sorted({r["dataset"] for r in rows}):
         samples: list[tuple[dict[str, Any], CellSample]] = []
@@ -218,7 +242,7 @@ def add_uncertainty(
                 row.update({f"delta_{metric}": interval.estimate, f"delta_{metric}_lo": interval.low,
                             f"delta_{metric}_hi": interval.high, f"verdict_{metric}": interval.verdict})  # fmt: skip
             samples.append((row, CellSample(row["total_kwh"], base["total_kwh"], item_rho(cell))))
-            parent = parents.get(cell_key(row)[:4])
+            parent = parents.get(cell_key(row)[:-1])
             parent_scores = scores[cell_key(parent)] if parent is not None and parent is not row else None
             if parent_scores is not None:
                 interval = paired_bootstrap(cell, parent_scores, resamples, seed)["rho"]

@@ -1,5 +1,6 @@
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -18,7 +19,10 @@ from joulebench.jobs import package_versions
 preflight.exit_on_problems(config, Path.cwd(), Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
 
+TRAINING = grid.training_variants(config)
 PRUNING = grid.pruning_settings(config)
+EARLY_EXIT = grid.early_exit_settings(config)
+POST_TRAINING = grid.post_training_variants(config)
 FINETUNE_CELLS = grid.finetune_cells(config)
 UNPRUNED_CELLS = grid.unpruned_cells(config)
 CONTAINER = config.get("container", None)
@@ -49,6 +53,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     bits=r"4|8|16|32",
     epochs=r"\d+",
+    training=r"[a-z0-9-]+_[a-z0-9]+",
     pruning=r"[a-z0-9-]+",
 
 
@@ -97,7 +102,9 @@ def finetune_output(name):
     def path(wildcards):
         if int(wildcards.epochs) == 0:
             return []
-        return f"results/finetune/{wildcards.dataset}/{wildcards.model}/b{wildcards.bits}-e{wildcards.epochs}/{name}"
+        cell = grid.FinetuneCell(wildcards.dataset, wildcards.model, int(wildcards.bits), int(wildcards.epochs),
+                                 wildcards.training)  # fmt: skip
+        return f"{cell.dir}/{name}"
 
     return path
 
@@ -108,12 +115,22 @@ def cell_param(wildcards):
         "model": wildcards.model,
         "bits": int(wildcards.bits),
         "epochs": int(wildcards.epochs),
+        "training": wildcards.training,
         "pruning": getattr(wildcards, "pruning", "none"),
     })
 
 
+def variant_param(wildcards):
+    return canonical(asdict(TRAINING.get(wildcards.training, grid.REFERENCE_TRAINING)))
+
+
 def pruning_param(wildcards):
-    return canonical(vars(PRUNING.get(wildcards.pruning, grid.Pruning("none"))))
+    return canonical(asdict(PRUNING.get(wildcards.pruning, grid.Pruning("none"))))
+
+
+def early_exit_param(wildcards):
+    setting = EARLY_EXIT.get(wildcards.pruning)
+    return canonical(asdict(setting) if setting else None)
 
 
 def selected_for_pruning(dataset):
@@ -136,16 +153,26 @@ def eval_records(wildcards):
     pruned = [
         cell
         for dataset in config["datasets"]
-        if PRUNING
+        if POST_TRAINING
         for cell in grid.pruned_cells(config, selected_for_pruning(dataset))
     ]
     return [f"{cell.dir}/eval.json" for cell in UNPRUNED_CELLS + pruned]
 
 
 def selection_records(wildcards):
-    if grid.prunes_all(config) or not PRUNING:
+    if grid.prunes_all(config) or not POST_TRAINING:
         return []
     return [checkpoints.select_for_pruning.get(dataset=dataset).output.selection for dataset in config["datasets"]]
+
+
+def build_records(wildcards):
+    """The pre-training records of the embedded models (their energy is the lifecycle's build stage)."""
+    return [
+        grid.embedded_model_record(dataset, model)
+        for dataset in config["datasets"]
+        for model, spec in config["models"].items()
+        if spec["source"] == "embedded"
+    ]
 
 
 def train_records(wildcards):

@@ -7,12 +7,13 @@ rule evaluate:
         training=finetune_output("train.json"),
         code=code("evaluate"),
     output:
-        record="results/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}/eval.json",
-        predictions="results/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}/predictions.jsonl",
+        record="results/eval/{dataset}/{model}/{training}/b{bits}-e{epochs}-{pruning}/eval.json",
+        predictions="results/eval/{dataset}/{model}/{training}/b{bits}-e{epochs}-{pruning}/predictions.jsonl",
     params:
         cell=cell_param,
         model=model_param,
         pruning=pruning_param,
+        early_exit=early_exit_param,
         training=training_param,
         generation=canonical(config["generation"]),
         metrics=canonical(config["metrics"]),
@@ -26,7 +27,7 @@ rule evaluate:
         energy_window=ENERGY_WINDOW,
         gpu=GPUS_PER_JOB,
     log:
-        "logs/eval/{dataset}/{model}/b{bits}-e{epochs}-{pruning}.log",
+        "logs/eval/{dataset}/{model}/{training}/b{bits}-e{epochs}-{pruning}.log",
     conda:
         "../envs/joulebench.yaml"
     container:

@@ -4,22 +4,23 @@ rule finetune:
         base=base_model_input,
         code=code("finetune"),
     output:
-        adapter=directory("results/finetune/{dataset}/{model}/b{bits}-e{epochs}/adapter"),
-        record="results/finetune/{dataset}/{model}/b{bits}-e{epochs}/train.json",
+        adapter=directory("results/finetune/{dataset}/{model}/{training}/b{bits}-e{epochs}/adapter"),
+        record="results/finetune/{dataset}/{model}/{training}/b{bits}-e{epochs}/train.json",
     params:
         cell=cell_param,
         model=model_param,
         training=training_param,
+        variant=variant_param,
         energy=ENERGY,
         software=SOFTWARE,
-        checkpoint=lambda w: canonical(f"checkpoints/{w.dataset}/{w.model}/b{w.bits}-e{w.epochs}.pt"),
+        checkpoint=lambda w: canonical(f"checkpoints/{w.dataset}/{w.model}/{w.training}/b{w.bits}-e{w.epochs}.pt"),
     cache: True
     threads: 1
     resources:
         energy_window=ENERGY_WINDOW,
         gpu=GPUS_PER_JOB,
     log:
-        "logs/finetune/{dataset}/{model}/b{bits}-e{epochs}.log",
+        "logs/finetune/{dataset}/{model}/{training}/b{bits}-e{epochs}.log",
     conda:
         "../envs/joulebench.yaml"
     container:

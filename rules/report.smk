@@ -3,6 +3,7 @@ rule aggregate:
         evaluations=eval_records,
         trainings=train_records,
         selections=selection_records,
+        builds=build_records,
         code=code("aggregate"),
     output:
         csv="results/summary.csv",
@@ -10,6 +11,7 @@ rule aggregate:
     params:
         w=canonical(config["w"]),
         top_k=canonical(config["top_k"]),
+        lifecycle=canonical(config.get("lifecycle", {})),
     log:
         "logs/aggregate.log",
     conda:

@@ -11,4 +11,6 @@ with job_context(sm.log[0], sm.threads):
         params["top_k"],
         sm.output.csv,
         sm.output.json,
+        builds=list(sm.input.builds),
+        lifecycle=params["lifecycle"],
     )

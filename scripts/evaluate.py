@@ -12,6 +12,7 @@ with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
         test=sm.input.test,
         train=sm.input.train,
         pruning=params["pruning"],
+        early_exit=params["early_exit"],
         training=params["training"],
         generation=params["generation"],
         metrics=params["metrics"],

@@ -14,4 +14,5 @@ with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
         record=sm.output.record,
         checkpoint=params["checkpoint"],
         software=params["software"],
+        variant=params["variant"],
     )

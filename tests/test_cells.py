@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import yaml
@@ -26,8 +27,11 @@ def test_default_grid_covers_the_acceptance_grid(config):
 def test_one_eval_cell_per_finetune_cell_and_pruning_plus_references(config):
     tuned = cells.finetune_cells(config)
     evaluated = cells.eval_cells(config)
-    n_prune = len(config["pruning"]["methods"])
-    assert len(tuned) == len(config["datasets"]) * len(config["models"]) * len(config["bits"]) * len(config["epochs"])
+    n_prune = len(config["pruning"]["methods"]) + len(config["early_exit"])
+    variants = len(config["training_variants"])
+    assert len(tuned) == len(config["datasets"]) * len(config["models"]) * variants * len(config["bits"]) * len(
+        config["epochs"]
+    )
     references = [c for c in evaluated if c.is_reference]
     assert len(references) == len(config["datasets"]) * len(config["models"])
     assert len(evaluated) == len(tuned) * (1 + n_prune) + len(references)
@@ -39,12 +43,12 @@ def test_one_eval_cell_per_finetune_cell_and_pruning_plus_references(config):
 def test_pruned_cells_are_the_selected_cells_times_the_methods(config, tmp_path):
     chosen = cells.finetune_cells(config)[:2]
     selection = tmp_path / "rca.json"
-    entries = [{"model": c.model, "bits": c.bits, "epochs": c.epochs} for c in chosen]
+    entries = [{"model": c.model, "training": c.training, "bits": c.bits, "epochs": c.epochs} for c in chosen]
     selection.write_text(json.dumps({"selected": entries}))
     assert cells.read_selection(selection, "rca") == chosen
     pruned = cells.pruned_cells(config, chosen)
-    assert {(c.bits, c.epochs) for c in pruned} == {(c.bits, c.epochs) for c in chosen}
-    assert len(pruned) == 2 * len(config["pruning"]["methods"])
+    assert {(c.training, c.bits, c.epochs) for c in pruned} == {(c.training, c.bits, c.epochs) for c in chosen}
+    assert len(pruned) == 2 * (len(config["pruning"]["methods"]) + len(config["early_exit"]))
 
 
 def test_adding_an_epoch_only_adds_paths(config):
@@ -96,3 +100,37 @@ def test_duplicate_or_none_pruning_is_refused(config):
     config["pruning"]["methods"] = [{"method": "none"}]
     with pytest.raises(ValueError, match="implied"):
         cells.pruning_settings(config)
+
+
+def test_training_variants_and_early_exits_are_grid_values(config):
+    variants = cells.training_variants(config)
+    assert cells.REFERENCE_TRAINING.id in variants and len(variants) == len(config["training_variants"])
+    assert cells.training_variants({}) == {cells.REFERENCE_TRAINING.id: cells.REFERENCE_TRAINING}
+    lottery = cells.TrainVariant.from_config(
+        {"precision": "16-mixed", "sparsity": {"method": "lottery", "rounds": 2, "rate": 0.3, "rewind_epoch": 1}}
+    )
+    assert lottery.id == "16-mixed_lottery2x30r1" and lottery.sparsity.final_sparsity == pytest.approx(0.51)
+    gradual = cells.SparseTraining.from_config({"method": "gradual", "target": 0.5})
+    assert (gradual.id, gradual.label, gradual.final_sparsity) == ("gradual50", "gradual 50%", 0.5)
+    assert cells.EarlyExit.from_config({"threshold": 1.0}).id == "exit100"
+    assert cells.EarlyExit.from_config({"threshold": 0.9, "heads": "trained"}).id == "exit90trained"
+    exits = cells.early_exit_settings(config)
+    assert set(exits) <= set(cells.post_training_variants(config))
+
+
+@pytest.mark.parametrize(
+    ("key", "entry", "message"),
+    [
+        ("training_variants", [{"precision": "bf16-mixed", "sparsity": {"method": "gradual", "rounds": 2}}],
+         "training_variants[0]: sparse training gradual: rounds does not apply"),
+        ("training_variants", [{"precision": "32-true"}, {}], "training_variants[1]: '32-true' is listed twice"),
+        ("training_variants", [{"precision": "BF16"}], "training_variants[0]: precision 'BF16' must be lower-case"),
+        ("early_exit", [{"threshold": 0.905}], "early_exit[0]: early exit threshold 0.905 must be a whole percent"),
+        ("early_exit", [{"threshold": 0.9}, {"threshold": 0.9}], "early_exit[1]: 'early exit τ=0.90' is listed twice"),
+    ],
+)
+def test_bad_technique_settings_name_their_entry(config, key, entry, message):
+    config[key] = entry
+    read = cells.training_variants if key == "training_variants" else cells.early_exit_settings
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read(config)

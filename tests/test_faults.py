@@ -55,7 +55,7 @@ def test_a_failing_cell_is_reported_the_others_complete_and_the_run_is_incomplet
     output, _ = run.communicate(timeout=1200)
     assert run.returncode != 0, output[-3000:]
     assert "run incomplete: 1 fine-tuning(s) failed" in output
-    assert "rca/tiny-llama/b32-e1: non-finite loss" in output
+    assert "rca/tiny-llama/32-true_dense/b32-e1: non-finite loss" in output
 
     rows = {(r["epochs"], r["pruning"]): r for r in summary_rows(tmp_path)}
     failed = rows.pop(("1", "none"))
@@ -69,8 +69,8 @@ def test_a_failing_cell_is_reported_the_others_complete_and_the_run_is_incomplet
     assert "loss became nan" in " ".join(pdf_text.split())
     assert not (tmp_path / "results/run_status.json").exists()
     # The traceback is in the cell's log; the failed outputs are gone, so the next run retries that cell only.
-    assert "NonFiniteLoss" in (tmp_path / "logs/finetune/rca/tiny-llama/b32-e1.log").read_text()
-    assert not (tmp_path / "results/finetune/rca/tiny-llama/b32-e1").exists()
+    assert "NonFiniteLoss" in (tmp_path / "logs/finetune/rca/tiny-llama/32-true_dense/b32-e1.log").read_text()
+    assert not (tmp_path / "results/finetune/rca/tiny-llama/32-true_dense/b32-e1").exists()
     jobs = dry_run(tmp_path, tmp_path / "config.yaml")
     assert [w for rule, w in jobs if rule == "finetune"] == [
         {"dataset": "rca", "model": "tiny-llama", "bits": "32", "epochs": "1"}
@@ -95,8 +95,8 @@ def test_a_fine_tuning_killed_mid_epoch_resumes_from_its_checkpoint_and_only_it_
     # Enough steps per epoch (about 50) for the kill to land inside epoch 2.
     config["datasets"]["rca"].update(n_tickets=400, max_train=200)
     config["training"] = {**config["training"], "batch_size": 4}
-    checkpoint = tmp_path / "checkpoints/rca/tiny-llama/b32-e3.pt"
-    log = tmp_path / "logs/finetune/rca/tiny-llama/b32-e3.log"
+    checkpoint = tmp_path / "checkpoints/rca/tiny-llama/32-true_dense/b32-e3.pt"
+    log = tmp_path / "logs/finetune/rca/tiny-llama/32-true_dense/b32-e3.log"
 
     run = start(tmp_path, config)
     deadline = time.monotonic() + 900
@@ -111,8 +111,9 @@ def test_a_fine_tuning_killed_mid_epoch_resumes_from_its_checkpoint_and_only_it_
 
     state = torch.load(checkpoint, weights_only=True)
     assert state["epoch"] == 1, "the kill was meant to land in epoch 2"
-    assert not (tmp_path / "results/finetune/rca/tiny-llama/b32-e3").exists()
-    assert (tmp_path / "results/eval/rca/tiny-llama/b32-e1-none/eval.json").exists()  # the other cell went on
+    assert not (tmp_path / "results/finetune/rca/tiny-llama/32-true_dense/b32-e3").exists()
+    # the other cell went on
+    assert (tmp_path / "results/eval/rca/tiny-llama/32-true_dense/b32-e1-none/eval.json").exists()
 
     jobs = planned(tmp_path)
     assert jobs["finetune"] == 1 and jobs["evaluate"] == 1 and not jobs["embedded_model"] and not jobs["prepare_data"]
@@ -121,7 +122,8 @@ def test_a_fine_tuning_killed_mid_epoch_resumes_from_its_checkpoint_and_only_it_
     assert sorted((r["bits"], r["epochs"], r["pruning"]) for r in rows) == [
         ("32", "0", "none"), ("32", "1", "none"), ("32", "3", "none")
     ]  # fmt: skip
-    record = json.loads((tmp_path / "results/finetune/rca/tiny-llama/b32-e3/train.json").read_text())["result"]
+    record = json.loads((tmp_path / "results/finetune/rca/tiny-llama/32-true_dense/b32-e3/train.json").read_text())
+    record = record["result"]
     assert record["resumed_from_epoch"] == 1
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
     # Epoch 1's energy, measured by the killed job, counts: the resumed job's window spans only epochs 2 and 3.

@@ -236,6 +236,17 @@ CASES = [
          "models.tiny-llama.architecture.num_attention_heads: 3 does not divide hidden_size 64"),
     Case("lora-layer-typo", _set("training.lora.target_modules", ["q_proj", "v_porj"]),
          "training.lora.target_modules: v_porj is not a linear layer", "q_proj, k_proj"),
+    Case("precision-unknown", _set("training_variants", [{"precision": "fp8-mixed"}]),
+         "training_variants[0].precision: unknown training precision 'fp8-mixed'", "known: 16-mixed, 16-true"),
+    Case("sparsity-unknown", _set("training_variants", [{"sparsity": {"method": "random"}}]),
+         "training_variants[0].sparsity: unknown sparse training method 'random'", "known: dense, gradual"),
+    Case("lottery-rewind-past-epochs", _set("training_variants", [{"sparsity": {"method": "lottery", "rounds": 1,
+         "rate": 0.2, "rewind_epoch": 3}}]), "training_variants[0].sparsity.rewind_epoch: 3 is past the shortest run",
+         "epochs 1"),  # fmt: skip
+    Case("exit-heads-unknown", _set("early_exit", [{"threshold": 0.9, "heads": "medusa"}]),
+         "early_exit[0].heads: unknown early-exit heads 'medusa'", "known: shared, trained"),
+    Case("exit-min-layer", _set("early_exit", [{"threshold": 0.9, "min_layer": 2}]),
+         "early_exit[0].min_layer: 2 leaves no layer to exit at", "models.tiny-llama has 2 layers"),
     Case("split-sum", _set("datasets.rca.split", {"train": 0.8, "validation": 0.2, "test": 0.2}),
          "datasets.rca.split: the fractions must sum to 1", "= 1.2"),
     Case("task-for-kind", _set("datasets.rca.task", "saf"), "datasets.rca.task: 'saf' is not allowed for kind "

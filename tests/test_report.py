@@ -421,6 +421,105 @@ def test_existing_callers_still_work():
     assert "no training losses with per-epoch energy recorded" in html
 
 
+# --- optimised vs baseline ---------------------------------------------------------------------------------------
+
+
+def _lifecycle_sections(tree: ET.Element) -> dict[str, ET.Element]:
+    sections = [s for s in tree.iter(f"{XHTML}section") if s.get("id", "").startswith("lifecycle-")]
+    return {_text(s.find(f"{XHTML}h2")).removeprefix("Optimised vs baseline: "): s for s in sections}
+
+
+def _table_cells(section: ET.Element, css: str) -> dict[str, list[str]]:
+    """First cell's text -> the row's other cells, of the section's table with class `css`."""
+    table = _tables(section, css)[0]
+    return {cells[0]: cells[1:] for tr in table.iter(f"{XHTML}tr")
+            if (cells := [_text(c) for c in tr if c.tag in (f"{XHTML}td", f"{XHTML}th")]) and cells[0]}  # fmt: skip
+
+
+def test_optimised_vs_baseline_without_the_new_columns(tree, html):
+    """A summary from before precision, build energy and batch latency existed: defaults, blanks, no crash."""
+    sections = _lifecycle_sections(tree)
+    assert list(sections) == ["rca", "saf"]
+    rca = sections["rca"]
+    lead = _text(rca.find(f"{XHTML}p"))
+    assert lead.startswith("Baseline b32 e3: the unpruned fine-tuned cell at 32 bits and 3 epochs")
+    assert "Optimised b4 e1 magnitude 2:4: the cell ranked first by R" in lead and "1,000,000 queries" in lead
+    cells = _table_cells(rca, "lifecycle-cells")
+    assert cells["training precision"] == ["32-true", "32-true"]
+    assert cells["pruning / exit"] == ["none", "magnitude 2:4"]
+    measures = _table_cells(rca, "lifecycle")
+    assert measures["inference time per batch"] == ["s", "", "", "", "lower"]  # not recorded: blank
+    assert measures["model size"] == ["MB", "15.0", "2.70", "-82.0 %", "lower"]
+    # Lifecycle kWh at 10⁶ queries: build not recorded, so fine-tuning + preparation + 10⁶ × Wh per 1k / 10⁶.
+    row = next(r for r in realistic_rows() if r["dataset"] == "rca" and r["bits"] == "4" and r["rank"] == "1")
+    expected = float(row["train_kwh"]) + float(row["prepare_kwh"]) + float(row["wh_per_1k_queries"])
+    assert measures["energy: lifecycle at 1,000,000 queries"][2] == format_kwh(expected)
+    stages = _table_cells(rca, "lifecycle-stages")
+    assert stages["build (pre-training the base model)"] == ["not recorded", "", "", "", "not recorded", "", "", ""]
+    assert stages["fine-tuning"][2] == "measured for the cell" and stages["fine-tuning"][1] == "3.90"
+    assert stages["lifecycle (Σ)"][4] == format_kwh(expected)
+    text = _text(rca)
+    assert "Build energy not recorded" in text
+    assert "CPU and RAM energy figures in this report are estimates" in text and "ram=codecarbon-estimate" in text
+    saf = _text(sections["saf"])
+    assert "Baseline b16 e1" in saf and "16 bits and 1 epoch," in saf and "Optimised b4 e1 magnitude 30%" in saf
+
+
+def test_optimised_vs_baseline_with_the_new_columns():
+    rows = realistic_rows()
+    for row in rows:
+        row.update(precision="32-true", sparse_training="dense", build_kwh="0.25", batch_latency_s="0.5",
+                   train_wall_s="40", accuracy="0.700", auc_roc="0.800")  # fmt: skip
+        if row["dataset"] == "rca" and row["bits"] == "16" and row["epochs"] == "1" and row["pruning"] == "none":
+            row.update(precision="bf16-mixed", batch_latency_s="0.25", accuracy="0.750", auc_roc="0.790")
+        if row["dataset"] == "saf" and row.get("rank") == "1":
+            row.update(pruning="early exit τ=0.90", early_exit="early exit τ=0.90", mean_exit_layer="2.75")
+    lifecycle = {"queries": 5000, "emission_factors_g_per_kwh": {"build": 400, "inference": 20},
+                 "baseline": {"bits": 16, "precision": "bf16-mixed"}}  # fmt: skip
+    html = render_html(realistic_inputs(rows=rows, lifecycle=lifecycle), TEMPLATES)
+    sections = _lifecycle_sections(ET.fromstring(html))
+    rca = sections["rca"]
+    lead = _text(rca.find(f"{XHTML}p"))
+    assert "Baseline b16 e1 bf16-mixed:" in lead and "5,000 queries" in lead
+    assert "(epochs: the largest evaluated" in lead
+    measures = _table_cells(rca, "lifecycle")
+    assert measures["inference time per batch"] == ["s", "0.250", "0.500", "+100.0 %", "lower"]
+    assert measures["accuracy"] == ["", "0.750", "0.700", "-6.7 %", "higher"]
+    assert measures["AUC-ROC"][3] == "+1.3 %"
+    worse = [td for tr in _tables(rca, "lifecycle")[0].iter(f"{XHTML}tr") for td in tr
+             if td.get("class") == "verdict-worse"]  # fmt: skip
+    assert [_text(td) for td in worse] == ["+100.0 %", "+22.2 %", "-6.7 %"]  # +0.0 % is not coloured
+    stages = _table_cells(rca, "lifecycle-stages")
+    assert stages["build (pre-training the base model)"][:4] == ["0.250", "400", "configured", "0.100"]
+    assert stages["inference at 5,000 queries"][1:3] == ["20.0", "configured"]
+    assert "Build energy not recorded" not in _text(rca)
+    saf = sections["saf"]
+    assert "matches the baseline" in _text(saf)  # saf has no bf16-mixed cell: no baseline to compare with
+    lifecycle["baseline"] = {"bits": 16, "precision": "32-true"}
+    saf = _lifecycle_sections(ET.fromstring(render_html(realistic_inputs(rows=rows, lifecycle=lifecycle), TEMPLATES)))
+    cells = _table_cells(saf["saf"], "lifecycle-cells")
+    assert cells["pruning / exit"] == ["none", "early exit τ=0.90"] and cells["mean exit layer"] == ["", "2.75"]
+
+
+def test_optimised_vs_baseline_says_why_there_is_no_comparison():
+    rows = realistic_rows()
+    for row in rows:  # saf: the baseline is itself the best-ranked cell
+        if row["dataset"] == "saf" and row.get("rank") in ("1", "3"):
+            row["rank"] = {"1": "3", "3": "1"}[row["rank"]]
+    html = render_html(realistic_inputs(rows=rows, lifecycle={"baseline": {"bits": 8}}), TEMPLATES)
+    sections = _lifecycle_sections(ET.fromstring(html))
+    rca = _text(sections["rca"])
+    assert "Baseline b8 e3" in rca and "bits as configured" not in rca and "(epochs: the largest evaluated" in rca
+    saf = _text(sections["saf"])
+    assert "No evaluated, unpruned fine-tuned cell of this dataset matches the baseline" in saf and "bits 8" in saf
+    assert not _tables(sections["saf"], "lifecycle")
+    unranked = [{**r, "rank": ""} if r["dataset"] == "rca" else r for r in rows]
+    sections = _lifecycle_sections(ET.fromstring(render_html(realistic_inputs(rows=unranked), TEMPLATES)))
+    assert "No cell of this dataset is ranked" in _text(sections["rca"])
+    saf = _text(sections["saf"])
+    assert "The best-ranked cell by R, b16 e1, is the baseline itself" in saf and "every change is 0" in saf
+
+
 # --- safety -----------------------------------------------------------------------------------------------------
 
 
@@ -502,7 +601,8 @@ def test_pdf_pages_have_content_and_every_figure(rendered):
     for title in FIGURES.values():
         assert title in flat, title
     for heading in ("Fine-tune ranking", "Final ranking after pruning", "Quality against the base model",
-                    "Example answers", "Provenance", "→ pruned", "rca: Δρ against the unpruned parent"):  # fmt: skip
+                    "Example answers", "Provenance", "→ pruned", "rca: Δρ against the unpruned parent",
+                    "Optimised vs baseline: rca", "Lifecycle carbon by stage"):  # fmt: skip
         assert heading in flat, heading
 
 

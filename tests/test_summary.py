@@ -13,7 +13,8 @@ ITEMS = 40
 
 
 def row(bits: int, epochs: int, pruning: str, kwh: float, rho: float) -> dict:
-    return {"dataset": "rca", "model": "m", "bits": bits, "epochs": epochs, "pruning": pruning, "status": "ok",
+    return {"dataset": "rca", "model": "m", "training": "32-true_dense", "bits": bits, "epochs": epochs,
+            "pruning": pruning, "status": "ok",
             "is_reference": int(epochs == 0), "total_kwh": kwh, "rho": rho}  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from joulebench.cells import pruned_cells, read_selection, unpruned_cells
+from joulebench.cells import REFERENCE_TRAINING, post_training_variants, pruned_cells, read_selection, unpruned_cells
 from joulebench.summary import COLUMNS
 
 from .conftest import ROOT, SAF_DIR
@@ -31,11 +31,13 @@ SOMETIMES_EMPTY = {
     "error", "rank", "finetune_rank", "finetune_score", "top_k", "score", "train_loss_first", "train_loss_last",
     "train_wall_s", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token", "delta_rho", "delta_rho_lo",
     "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first", "delta_parent_rho", "delta_parent_rho_lo",
-    "delta_parent_rho_hi", "verdict_parent_rho",
+    "delta_parent_rho_hi", "verdict_parent_rho", "precision", "sparse_training", "early_exit", "mean_exit_layer",
+    "exit_layers", "exit_compute_fraction", "train_sparsity", "train_matmul_dtype", "build_kwh",
 }  # fmt: skip
 ALWAYS_FILLED = [c for c in COLUMNS if c not in SOMETIMES_EMPTY]
 TUNED_ONLY = ["rank", "score", "train_loss_first", "train_loss_last", "train_wall_s", "delta_rho", "delta_rho_lo",
-              "delta_rho_hi", "verdict_rho", "p_first"]  # fmt: skip
+              "delta_rho_hi", "verdict_rho", "p_first", "precision", "sparse_training",
+              "train_matmul_dtype"]  # fmt: skip
 
 
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "joulebench", "schemas", "report", "envs", "profiles", "configs")
@@ -76,7 +78,7 @@ def run_grid(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "
     with open(workdir / "results" / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     selected = [
-        cell for dataset in config["datasets"] if config["pruning"]["methods"]
+        cell for dataset in config["datasets"] if post_training_variants(config)
         for cell in read_selection(workdir / "results" / "selection" / f"{dataset}.json", dataset)
     ]  # fmt: skip
     assert len(rows) == len(unpruned_cells(config)) + len(pruned_cells(config, selected))
@@ -99,7 +101,8 @@ VALID_RANGES = {
 }  # fmt: skip
 POSITIVE = ("total_kwh", "gross_kwh", "infer_kwh", "infer_j_per_token", "wh_per_1k_queries", "tokens_per_s",
             "latency_s", "peak_mem_mb", "model_size_mb", "generated_tokens", "phi", "train_loss_first",
-            "train_loss_last", "train_wall_s")  # fmt: skip
+            "train_loss_last", "train_wall_s", "batch_latency_s", "mean_exit_layer", "exit_layers",
+            "exit_compute_fraction", "lifecycle_kwh", "lifecycle_kg")  # fmt: skip
 
 
 def check_ranges(row: dict[str, str]) -> None:
@@ -262,7 +265,7 @@ def test_micro_grid_on_real_saf_data(tmp_path):
     }  # fmt: skip
     assert sum(r["pruning"] != "none" for r in rows) == config["top_k"] * len(config["pruning"]["methods"])
     for cell in (r for r in rows if r["pruning"] == "none"):
-        name = f"b{cell['bits']}-e{cell['epochs']}-none"
+        name = f"{REFERENCE_TRAINING.id}/b{cell['bits']}-e{cell['epochs']}-none"
         predictions = (tmp_path / f"results/eval/saf/tiny-llama/{name}/predictions.jsonl").read_text().splitlines()
         assert len(predictions) == 8
         assert all(
