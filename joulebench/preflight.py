@@ -17,6 +17,7 @@ when the Snakefile is parsed (rules/common.smk) and stops, before any job or out
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -569,7 +570,7 @@ def technique_problems(config: Mapping[str, Any], dims: Mapping[str, Mapping[str
                        ok: Callable[..., bool]) -> list[str]:  # fmt: skip
     """Training variants and early exits through the code the workflow uses (cells.training_variants,
     cells.early_exit_settings), each name looked up in its registry."""
-    from joulebench.cells import early_exit_settings, post_training_variants, training_variants
+    from joulebench.cells import early_exit_settings, pruning_settings, training_variants
 
     problems = []
     variants: dict[str, Any] = {}
@@ -596,12 +597,16 @@ def technique_problems(config: Mapping[str, Any], dims: Mapping[str, Mapping[str
         return problems
     try:
         exits = early_exit_settings(config)
-        post_training_variants(config)
     except ValueError as error:
         return [*problems, " ".join(str(error).split())]
     from joulebench.early_exit import EXIT_HEADS
 
+    pruning: dict[str, Any] = {}
+    with contextlib.suppress(KeyError, TypeError, ValueError):  # the pruning entries' own problems are reported above
+        pruning = pruning_settings(config)
     for index, setting in enumerate(exits.values()):
+        if setting.id in pruning:
+            problems.append(f"early_exit[{index}]: its name {setting.id!r} is also a pruning setting's")
         if setting.heads not in EXIT_HEADS:
             problems.append(f"early_exit[{index}].heads: unknown {EXIT_HEADS.kind} {setting.heads!r}; known: "
                             f"{listed(EXIT_HEADS.names())}")  # fmt: skip

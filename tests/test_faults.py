@@ -73,7 +73,7 @@ def test_a_failing_cell_is_reported_the_others_complete_and_the_run_is_incomplet
     assert not (tmp_path / "results/finetune/rca/tiny-llama/32-true_dense/b32-e1").exists()
     jobs = dry_run(tmp_path, tmp_path / "config.yaml")
     assert [w for rule, w in jobs if rule == "finetune"] == [
-        {"dataset": "rca", "model": "tiny-llama", "bits": "32", "epochs": "1"}
+        {"dataset": "rca", "model": "tiny-llama", "training": "32-true_dense", "bits": "32", "epochs": "1"}
     ]
     assert {(w["epochs"], w["pruning"]) for rule, w in jobs if rule == "evaluate"} == {("1", "none")}
 
