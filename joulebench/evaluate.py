@@ -192,9 +192,15 @@ def prepare_model(
             trained = load_masks(adapter_dir / MASKS_FILE)
             apply_masks(model, trained)
     report, positions = prune_model(model, pruning, calibration, calibration_batch)
-    for name, keep in trained.items():
-        pruned = ~keep.cpu()
-        positions.add(name, ~(pruned | positions.get(name)) if name in positions else keep.cpu())
+    if trained:
+        # A pruner that updates the weights it keeps (SparseGPT) may refill weights sparse training removed.
+        apply_masks(model, trained)
+        for name, keep in trained.items():
+            pruned = ~keep.cpu()
+            positions.add(name, ~(pruned | positions.get(name)) if name in positions else keep.cpu())
+        check = check_masks(model, positions, pruning, "sparse-training masks kept")
+        report.checks.append(check)
+        report.achieved, report.layers = check.achieved, check.layers
     if precision.bits == 16:
         model = model.to(precision.torch_dtype)
     elif precision.quantized:

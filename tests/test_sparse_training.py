@@ -15,6 +15,7 @@ from joulebench.cells import SparseTraining
 from joulebench.checkpoints import restore_trainable, trainable_state
 from joulebench.finetune import train_loop
 from joulebench.models import Precision, load_model
+from joulebench.prune.verify import dense_weight
 from joulebench.sparse_training import (
     PEFT_PREFIX,
     SPARSE_TRAINERS,
@@ -313,3 +314,29 @@ def test_masks_survive_saving_and_applying_them_checks_every_layer(tiny_llama, t
     achieved = apply_masks(model, {"model.layers.0.mlp.up_proj": keep})
     assert achieved == pytest.approx(float((~keep).sum()) / keep.numel())
     assert not model.model.layers[0].mlp.up_proj.weight[~keep].any()
+
+
+@pytest.mark.parametrize(("method", "bits"), [("sparsegpt", 16), ("magnitude", 4)])
+def test_pruning_after_sparse_training_keeps_the_trained_zeros(tiny_llama, tmp_path, method, bits):
+    """SparseGPT updates the weights it keeps and may refill those sparse training removed: evaluation re-applies the
+    trained masks, so the stored cell holds both the trained zeros and the pruner's N:M pattern."""
+    from joulebench.cells import Pruning
+    from joulebench.evaluate import prepare_model
+    from joulebench.finetune import MASKS_FILE
+
+    model = lora_model(tiny_llama, 32)
+    trainer = SPARSE_TRAINERS.get("gradual")(GRADUAL, epochs=2, steps_per_epoch=3)
+    trainer.attach(model)
+    train(model, trainer, optimizer_of(model), batches(3), range(1, 3))
+    adapter = tmp_path / "adapter"
+    model.save_pretrained(adapter)
+    save_masks(trainer.masks(), adapter / MASKS_FILE)
+    calibration = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(3))
+    pruned, report, _ = prepare_model(str(tiny_llama), adapter, Precision(bits), Pruning(method, n=2, m=4), False,
+                                      calibration if method == "sparsegpt" else None, 2)  # fmt: skip
+    stored = f"stored at {Precision(bits).label}"
+    assert [check.step for check in report.checks][-2:] == ["sparse-training masks kept", stored]
+    for name, keep in trainer.masks().items():
+        weight = dense_weight(dict(pruned.named_modules())[name])
+        assert not weight[~keep].any(), name
+    assert report.achieved >= 0.5
