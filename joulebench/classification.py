@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,13 @@ class CentroidClassifier:
     def predict(self, probabilities: np.ndarray) -> list[str]:
         return [self.labels[i] for i in probabilities.argmax(axis=1)]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "centroids": self.centroids.tolist()}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> CentroidClassifier:
+        return cls(tuple(saved["labels"]), np.asarray(saved["centroids"]))
+
 
 def class_metrics(truth: Sequence[str], probabilities: np.ndarray, classifier: CentroidClassifier) -> dict[str, float]:
     predicted = classifier.predict(probabilities)
@@ -94,12 +102,11 @@ def classification_view(
     answers: Sequence[str],
     references: Sequence[str],
     truth: Sequence[str],
-    train_texts: Sequence[str],
-    train_labels: Sequence[str],
+    classifier: CentroidClassifier,
     encode: Encoder,
 ) -> dict[str, object]:
-    """The answers' class metrics, the same for the references (`ceiling`) and the classes' names."""
-    classifier = CentroidClassifier.fit(train_texts, train_labels, encode)
+    """The answers' class metrics, the same for the references (`ceiling`) and the classes' names. The classifier
+    is fitted once per dataset (the workflow's `class_centroids` rule), not once per evaluated cell."""
     answer_probabilities = classifier.probabilities(answers, encode)
     return {
         **class_metrics(truth, answer_probabilities, classifier),

@@ -9,6 +9,7 @@ of `jobs` it calls, and every `joulebench` module they import, followed through 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = "joulebench"
@@ -33,8 +34,14 @@ def job_code(job: str, root: Path) -> list[str]:
         if file in files:
             continue
         files.add(file)
-        pending.extend(f for module in _imports(ast.parse(file.read_text())) for f in _module_files(module, root))
+        pending.extend(f for module in _file_imports(file) for f in _module_files(module, root))
     return sorted(str(file) for file in files)
+
+
+@functools.cache
+def _file_imports(file: Path) -> frozenset[str]:
+    """A module's `joulebench` imports, parsed once per process (every rule's `code()` walks the same files)."""
+    return frozenset(_imports(ast.parse(file.read_text())))
 
 
 def _called_functions(start: str, functions: dict[str, ast.FunctionDef]) -> set[str]:

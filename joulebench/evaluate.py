@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from joulebench import memory
 from joulebench.cells import EarlyExit, Pruning
-from joulebench.classification import classification_view
+from joulebench.classification import CentroidClassifier, classification_view
 from joulebench.data import Example
 from joulebench.early_exit import EXIT_HEADS, EarlyExitDecoder, check_supported
 from joulebench.energy import EnergyMonitor, EnergySettings
@@ -58,7 +58,8 @@ class GenerationSettings:
 class GenerationResult:
     predictions: list[str]
     new_tokens: int
-    wall_s: float
+    wall_s: float  # inside the model's decode calls only
+    loop_s: float = 0.0  # the whole loop: tokenising, decoding, detokenising
 
 
 @dataclass
@@ -100,6 +101,7 @@ class EvalResult:
     idle: dict[str, Any]
     repeats: list[dict[str, Any]]
     metrics_s: float
+    generation_loop_s: float = 0.0  # every pass: quality, warm-up, timed repeats, the dense comparison
     classification: dict[str, Any] = field(default_factory=dict)
     early_exit: dict[str, Any] = field(default_factory=dict)
     predictions: list[str] = field(repr=False, default_factory=list)
@@ -128,6 +130,7 @@ def generate(
     """Greedy, batched, left-padded generation; only the time inside `generate` is counted. With `pin_tokens` every
     sequence generates exactly `max_new_tokens` (end-of-sequence suppressed), so timed repeats do equal work.
     `decode` replaces `model.generate` (early exit); it takes the same arguments, greedy implied."""
+    loop_began = time.perf_counter()
     decode = decode or functools.partial(model.generate, do_sample=False)
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
@@ -164,7 +167,7 @@ def generate(
                 tokens = tokens[: tokens.index(tokenizer.eos_token_id) + 1]
             new_tokens += len(tokens)
             predictions.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
-    return GenerationResult(predictions, new_tokens, wall)
+    return GenerationResult(predictions, new_tokens, wall, time.perf_counter() - loop_began)
 
 
 def _with_bos(tokenizer: Any, prompt: str) -> str:
@@ -227,6 +230,7 @@ class Inference:
 
     window: dict[str, Any]
     repeats: list[TimedRepeat]
+    loop_s: float  # warm-up passes included
 
     @property
     def seconds(self) -> float:
@@ -250,19 +254,23 @@ def measure_inference(
     measurement: EnergySettings,
     name: str = "inference",
     decode: Decode | None = None,
+    warmed: int = 0,
 ) -> Inference:
-    """After `warmup` passes, `repeats` energy windows of one pass each over the prompts, tokens pinned, all inside
-    one window called `name`."""
-    for _ in range(measurement.warmup):
-        generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True, decode=decode)
+    """After `warmup` passes (less the `warmed` ones the same model just made over the same prompts), `repeats`
+    energy windows of one pass each over the prompts, tokens pinned, all inside one window called `name`."""
+    loop_s = 0.0
+    for _ in range(max(0, measurement.warmup - warmed)):
+        warm = generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True, decode=decode)
+        loop_s += warm.loop_s
     repeats = []
     with monitor.window(name) as outer:
         for index in range(1, measurement.repeats + 1):
             with monitor.window(f"{name}-{index}") as window:
                 run = generate(model, tokenizer, prompts, generation, max_prompt_tokens, True, decode)
+            loop_s += run.loop_s
             batches = math.ceil(len(prompts) / generation.batch_size)
             repeats.append(TimedRepeat(window["energy"].to_dict(), run.wall_s, run.new_tokens, len(prompts), batches))
-    return Inference(outer["energy"].to_dict(), repeats)
+    return Inference(outer["energy"].to_dict(), repeats, loop_s)
 
 
 def evaluate_cell(
@@ -281,6 +289,7 @@ def evaluate_cell(
     calibration: CalibrationSettings | None = None,
     sparse_kernels: bool = True,
     early_exit: EarlyExit | None = None,
+    classes: CentroidClassifier | None = None,
 ) -> EvalResult:
     """Quality from one ordinary greedy pass; energy, latency and throughput from pinned, repeated windows. A cell
     that runs 2:4 sparse kernels is first measured masked-dense, then packed and measured again: the speed-up is the
@@ -314,19 +323,19 @@ def evaluate_cell(
         prune_report.checks.append(check_masks(model, positions, pruning, "packed for sparse kernels"))
     answers = generate(model, tokenizer, prompts, generation, max_prompt, decode=decode)
     exits = decoder.stats.to_dict() if decoder else {}
+    # The quality pass has just run this model over these prompts: it is the first warm-up pass.
     inference = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement,
-                                  decode=decode)  # fmt: skip
+                                  decode=decode, warmed=1)  # fmt: skip
     repeats = inference.repeats
     peak, peak_kind = memory.peak_mb()
     size_mb = model_size_bytes(model) / 2**20
     del model
     began = time.perf_counter()
     quality, item_scores = quality_with_samples(answers.predictions, [e.target for e in test], metric_settings)
-    classes: dict[str, Any] = {}
-    if calibration_examples:  # the training split: the classes' reference texts
-        classes = classification_view(
-            answers.predictions, [e.target for e in test], [e.label for e in test],
-            [e.target for e in calibration_examples], [e.label for e in calibration_examples],
+    class_view: dict[str, Any] = {}
+    if classes is not None:
+        class_view = classification_view(
+            answers.predictions, [e.target for e in test], [e.label for e in test], classes,
             functools.partial(sentence_embeddings, settings=metric_settings),
         )  # fmt: skip
     figures = inference.summary()
@@ -353,7 +362,8 @@ def evaluate_cell(
         idle=asdict(monitor.idle) if monitor.idle else {},
         repeats=[asdict(r) for r in repeats],
         metrics_s=time.perf_counter() - began,
-        classification=classes,
+        generation_loop_s=answers.loop_s + inference.loop_s + (dense.loop_s if dense else 0.0),
+        classification=class_view,
         early_exit=exits,
         predictions=answers.predictions,
         item_scores=item_scores,

@@ -188,10 +188,12 @@ def evaluate(
     predictions: str,
     training_record: str | None = None,
     early_exit: dict[str, Any] | None = None,
+    classes: str | None = None,
 ) -> None:
     """Evaluate one cell (pruned first, or decoded with early exits, if its setting says so); a failure is recorded
     (`failures_recorded`), and a cell whose fine-tuning failed is recorded as skipped without loading anything."""
     from joulebench.cells import EarlyExit, Pruning
+    from joulebench.classification import CentroidClassifier
     from joulebench.data import read_examples
     from joulebench.energy import EnergySettings, measured
     from joulebench.evaluate import GenerationSettings, evaluate_cell
@@ -223,10 +225,7 @@ def evaluate(
                 examples,
                 GenerationSettings.from_config(generation),
                 TrainSettings.from_config(training),
-                MetricSettings(
-                    embedding_model=metrics.get("embedding_model"),
-                    bertscore_layers=int(metrics.get("bertscore_layers", 6)),
-                ),
+                MetricSettings.from_config(metrics),
                 monitor,
                 EnergySettings.from_config(energy),
                 bool(model.get("trust_remote_code", False)),
@@ -234,6 +233,7 @@ def evaluate(
                 calibration=CalibrationSettings.from_config(calibration),
                 sparse_kernels=sparse_kernels,
                 early_exit=exit_setting,
+                classes=CentroidClassifier.from_dict(json.loads(Path(classes).read_text())) if classes else None,
             )
             details = provenance(monitor, energy)
         lines = [
@@ -244,6 +244,21 @@ def evaluate(
         write_jsonl(predictions, lines)
         outcome = {"cell": described, "status": "ok", "result": result.to_dict(), "provenance": details}
         atomic_write_json(record, outcome)
+
+
+def class_centroids(train: str, metrics: dict[str, Any], out: str) -> None:
+    """The classification view's classifier for one dataset: its classes' mean embeddings of the training
+    references, fitted once here rather than by every evaluated cell."""
+    from joulebench.classification import CentroidClassifier
+    from joulebench.data import read_examples
+    from joulebench.metrics import MetricSettings, sentence_embeddings
+
+    examples = read_examples(Path(train))
+    settings = MetricSettings.from_config(metrics)
+    classifier = CentroidClassifier.fit(
+        [e.target for e in examples], [e.label for e in examples], lambda texts: sentence_embeddings(texts, settings)
+    )
+    atomic_write_json(out, {"embedding_model": settings.embedding_model, **classifier.to_dict()})
 
 
 def provenance(monitor: Any, energy: dict[str, Any]) -> dict[str, Any]:
@@ -259,8 +274,24 @@ def provenance(monitor: Any, energy: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_times() -> dict[str, Any]:
+    """The job's own span (from `job_context`), and the process's: the difference is interpreter start-up, the
+    Snakemake script preamble and the imports before the job began (benchmarks/harness.py sums both)."""
     now = time.time()
-    return {"started_utc": utc(_job_started), "finished_utc": utc(now), "job_seconds": now - _job_started}
+    times = {"started_utc": utc(_job_started), "finished_utc": utc(now), "job_seconds": now - _job_started}
+    started = process_started()
+    if started is not None:
+        times["process_seconds"] = now - started
+    return times
+
+
+def process_started() -> float | None:
+    """When this process began (Unix time), from the kernel's process table; None where it cannot be read."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except (ImportError, OSError):
+        return None
 
 
 REPORTED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "codecarbon", "snakemake", "nltk",
@@ -279,10 +310,11 @@ def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
     return versions
 
 
-def software_and_hardware() -> dict[str, str]:
+def software_and_hardware() -> dict[str, Any]:
     import torch
 
     return {
+        "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),

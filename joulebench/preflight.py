@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -93,7 +94,7 @@ def check(config: Mapping[str, Any], workdir: str | os.PathLike[str], schema: st
             problems += model_problems(name, spec, places, cache, dims)
     if ok("metrics", "embedding_model") and isinstance(config.get("metrics"), Mapping):
         problems += embedding_problems(config["metrics"], places, cache, ok("metrics", "bertscore_layers"))
-    problems += grid_problems(config, ok, dims)
+    problems += _remembered_grid_problems(config, ok, dims, bad, Path(workdir))
     datasets = _at(config, ("datasets",))
     for name, cfg in datasets.items() if isinstance(datasets, Mapping) else ():
         if ok("datasets", name):
@@ -476,6 +477,29 @@ def embedding_problems(metrics: Mapping[str, Any], places: Places, cache: HubCac
 
 
 # --- the grid -----------------------------------------------------------------------------------------------------
+
+
+GRID_VERDICTS = Path(".snakemake") / "joulebench" / "grid-ok"
+
+
+def _remembered_grid_problems(config: Mapping[str, Any], ok: Callable[..., bool], dims: Mapping[str, Mapping[str, Any]],
+                              bad: list[Key], workdir: Path) -> list[str]:  # fmt: skip
+    """`grid_problems`, skipped when this config, these model shapes and this library already passed it here: its
+    registries import torch, which would otherwise take most of a no-op re-run's time. A pure function of what the
+    key hashes, so only a clean verdict is remembered (in the working directory's `.snakemake`)."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256(json.dumps([config, dims, bad], sort_keys=True, default=str).encode())
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.read_bytes())
+    verdict = workdir / GRID_VERDICTS / digest.hexdigest()
+    if verdict.is_file():
+        return []
+    problems = grid_problems(config, ok, dims)
+    if not problems:
+        with contextlib.suppress(OSError):  # a read-only working directory just checks again next time
+            verdict.parent.mkdir(parents=True, exist_ok=True)
+            verdict.touch()
+    return problems
 
 
 def grid_problems(config: Mapping[str, Any], ok: Callable[..., bool],

@@ -5,6 +5,7 @@ rule evaluate:
         base=base_model_input,
         adapter=finetune_output("adapter"),
         training=finetune_output("train.json"),
+        classes="results/data/{dataset}/class_centroids.json",
         code=code("evaluate"),
     output:
         record="results/eval/{dataset}/{model}/{training}/b{bits}-e{epochs}-{pruning}/eval.json",
@@ -34,6 +35,27 @@ rule evaluate:
         CONTAINER
     script:
         "../scripts/evaluate.py"
+
+
+rule class_centroids:
+    input:
+        train="results/data/{dataset}/train.jsonl",
+        code=code("class_centroids"),
+    output:
+        classes="results/data/{dataset}/class_centroids.json",
+    params:
+        metrics=canonical(config["metrics"]),
+        software=SOFTWARE,
+    cache: True
+    threads: 1
+    log:
+        "logs/data/{dataset}/class_centroids.log",
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
+    script:
+        "../scripts/class_centroids.py"
 
 
 checkpoint select_for_pruning:

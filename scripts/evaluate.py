@@ -9,6 +9,7 @@ with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
         built_model=sm.input.base or None,
         adapter_dir=sm.input.adapter or None,
         training_record=sm.input.training or None,
+        classes=sm.input.classes,
         test=sm.input.test,
         train=sm.input.train,
         pruning=params["pruning"],

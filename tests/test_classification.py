@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
@@ -62,6 +64,9 @@ def test_the_nearest_class_centroid_wins_and_references_give_the_ceiling():
     assert np.allclose(probabilities.sum(axis=1), 1.0)
 
     view = classification_view(["zone reload", "replace supply", "zone"], ["zone bad", "span cut", "supply"],
-                               ["dns", "fiber", "power"], train, labels, encode)  # fmt: skip
+                               ["dns", "fiber", "power"], classifier, encode)  # fmt: skip
     assert view["predicted"] == ["dns", "power", "dns"]
     assert view["accuracy"] == pytest.approx(1 / 3) and view["ceiling"]["accuracy"] == 1.0
+
+    saved = CentroidClassifier.from_dict(json.loads(json.dumps(classifier.to_dict())))  # the rule's file, read back
+    assert saved.labels == classifier.labels and np.array_equal(saved.centroids, classifier.centroids)

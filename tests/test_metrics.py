@@ -203,3 +203,25 @@ def test_one_pass_gives_the_corpus_values_and_the_per_example_values():
     assert corpus == pytest.approx(compute_quality(predictions, references))
     per_example = per_sample_quality(predictions, references)
     assert samples.keys() == per_example.keys() and all(samples[k] == pytest.approx(per_example[k]) for k in samples)
+
+
+def test_each_distinct_text_is_embedded_once_per_process(monkeypatch):
+    import numpy as np
+
+    from joulebench import metrics
+
+    encoded: list[list[str]] = []
+
+    class Encoder:
+        def encode(self, texts, **_):
+            encoded.append(list(texts))
+            return np.array([[len(text), 1.0] for text in texts], dtype=np.float32)
+
+    monkeypatch.setattr(metrics, "_sentence_encoder", lambda model, device: Encoder())
+    metrics.forget_embeddings()
+    settings = metrics.MetricSettings(embedding_model="a-local-folder")
+    first = metrics.sentence_embeddings(["ab", "abc", "ab"], settings)
+    second = metrics.sentence_embeddings(["abc", "abcd"], settings)
+    assert encoded == [["ab", "abc"], ["abcd"]]
+    assert first[:, 0].tolist() == [2, 3, 2] and second[:, 0].tolist() == [3, 4]
+    metrics.forget_embeddings()

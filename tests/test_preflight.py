@@ -500,3 +500,18 @@ def test_a_good_config_still_plans_its_jobs(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert PREFIX not in result.stdout + result.stderr and "rule finetune:" in result.stdout + result.stderr
+
+
+def test_a_clean_grid_verdict_is_remembered_and_a_changed_config_checked_again(tmp_path, monkeypatch):
+    calls = []
+    checked = preflight.grid_problems
+    monkeypatch.setattr(preflight, "grid_problems", lambda *args: calls.append(1) or checked(*args))
+    config = micro()
+    assert preflight.check(config, tmp_path, environ=hf_env(tmp_path)) == []
+    assert preflight.check(config, tmp_path, environ=hf_env(tmp_path)) == [] and len(calls) == 1  # remembered
+    config["pruning"]["methods"].append({"method": "magnitude", "n": 3, "m": 4})
+    assert preflight.check(config, tmp_path, environ=hf_env(tmp_path)) == [] and len(calls) == 2
+    config["training_variants"] = [{"precision": "32-true", "sparsity": {"method": "lottery", "rewind_epoch": 99}}]
+    for _ in range(2):  # a problem is never remembered
+        assert any("rewind_epoch" in line for line in preflight.check(config, tmp_path, environ=hf_env(tmp_path)))
+    assert len(calls) == 4

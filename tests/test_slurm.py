@@ -74,7 +74,7 @@ def test_micro_grid_runs_through_sbatch(slurm_conf, tmp_path):
     per_rule = Counter(submitted.values())
     assert len(submitted) == steps - len(LOCAL_RULES) >= 10, (per_rule, steps)
     assert per_rule["evaluate"] == len(rows) and per_rule["finetune"] == 4, per_rule
-    assert set(per_rule) == {"rca_tickets", "prepare_data", "embedded_model", "finetune", "evaluate",
+    assert set(per_rule) == {"rca_tickets", "prepare_data", "class_centroids", "embedded_model", "finetune", "evaluate",
                              "select_for_pruning", "aggregate", "report"}, per_rule  # fmt: skip
 
     # ... and slurmctld accepted each one and saw it finish.

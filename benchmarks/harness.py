@@ -1,0 +1,321 @@
+"""Benchmarks of the harness itself, in one run on this machine (issue 9); writes results/bench.json and a table.
+
+P5  the default config from scratch (`--profile profiles/default`, in a scratch working directory), wall time;
+P1  harness overhead of that run: the share of the machine's core-time not spent inside training or generation loops,
+    1 − Σ(loop s × threads) / (wall s × cores). With one core and one thread per job this is the plain
+    (wall − Σ loops) / wall; jobs run side by side on more cores, so each core's time is counted once;
+P2  the same command again, nothing changed (it must schedule nothing);
+P3  a dry run (`-n`) of a grid of about 1,000 evaluated cells;
+P4  generation throughput as the harness measures it (pinned tokens, energy meters sampling, timed windows) against a
+    bare `model.generate` loop on the same model, batch, prompts and token counts, alternated, medians;
+P5b each registered metric's time per 1,000 (prediction, reference) pairs of the run's own predictions, its model
+    (if any) loaded once beforehand; the load is reported beside it.
+
+Usage: python benchmarks/harness.py [--config config.yaml] [--only P1,P2,...] [--readme README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from joulebench.io import atomic_write_json
+from joulebench.jobs import cpu_model, process_started
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TARGETS = {  # (figure in bench.json, comparison, target)
+    "P1": ("overhead", "<=", 0.10),
+    "P2": ("wall_s", "<=", 3.0),
+    "P3": ("wall_s", "<=", 10.0),
+    "P4": ("ratio", ">=", 0.95),
+    "P5": ("wall_s", "<=", 600.0),
+}
+README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def snakemake(workdir: Path, config: Path, *extra: str) -> tuple[float, str]:
+    """Run the workflow of this checkout in `workdir` with `config` as the whole config; (wall s, its output)."""
+    command = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(config), "--profile", str(ROOT / "profiles" / "default"), *extra]  # fmt: skip
+    began = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - began
+    if done.returncode != 0:
+        sys.exit(f"benchmark: {' '.join(command[2:])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, done.stdout + done.stderr
+
+
+def records(workdir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(rule, record) of every measured job of a run."""
+    found = [("embedded_model", p) for p in workdir.glob("results/models/*/*/pretrain.json")]
+    found += [("finetune", p) for p in workdir.glob("results/finetune/**/train.json")]
+    found += [("evaluate", p) for p in workdir.glob("results/eval/**/eval.json")]
+    return [(rule, json.loads(path.read_text())) for rule, path in found]
+
+
+def loop_seconds(rule: str, record: dict[str, Any]) -> float:
+    result = record.get("result", {})
+    return float(result.get("generation_loop_s" if rule == "evaluate" else "loop_s", 0.0))
+
+
+def run_default(config: Path, workdir: Path) -> dict[str, Any]:
+    """P5 and P1: the config from scratch, then where the machine's core-time went."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    wall, output = snakemake(workdir, config, "--cores", "all")
+    cores = os.cpu_count() or 1
+    per_rule: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for rule, record in records(workdir):
+        provenance = record.get("provenance", {})
+        threads = int(provenance.get("threads", 1))
+        row = per_rule[rule]
+        row["jobs"] += 1
+        row["loop_core_s"] += loop_seconds(rule, record) * threads
+        row["job_core_s"] += float(provenance.get("process_seconds", provenance.get("job_seconds", 0.0))) * threads
+        row["startup_s"] += float(provenance.get("process_seconds", 0.0)) - float(provenance.get("job_seconds", 0.0))
+        row["idle_baseline_s"] += float(provenance.get("measurement", {}).get("idle_seconds", 0.0))
+        row["metrics_s"] += float(record.get("result", {}).get("metrics_s", 0.0))
+    loops = sum(row["loop_core_s"] for row in per_rule.values())
+    measured_jobs = sum(row["job_core_s"] for row in per_rule.values())
+    core_s = wall * cores
+    jobs = re.findall(r"(\d+) of (\d+) steps \(100%\) done", output)
+    return {
+        "P5": {"wall_s": wall, "jobs": int(jobs[-1][1]) if jobs else None, "cores": cores},
+        "P1": {
+            "overhead": 1 - loops / core_s,
+            "core_s": core_s,
+            "loop_core_s": loops,
+            "measured_jobs_outside_loops_core_s": measured_jobs - loops,
+            "rest_core_s": core_s - measured_jobs,  # small jobs, Snakemake itself, cores left idle
+            "per_rule": {rule: dict(row) for rule, row in sorted(per_rule.items())},
+        },
+    }
+
+
+def rerun(config: Path, workdir: Path) -> dict[str, Any]:
+    """P2: the same command once more; it must find nothing to do."""
+    wall, output = snakemake(workdir, config, "--cores", "all")
+    if "Nothing to be done" not in output:
+        sys.exit(f"benchmark: the re-run with nothing changed scheduled jobs:\n{output[-3000:]}")
+    return {"wall_s": wall}
+
+
+def thousand_cell_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The default config widened to 4 bits × 5 epochs × 5 training variants × (unpruned + 9 pruning settings):
+    100 fine-tuned cells, 1,000 evaluated ones, and the reference."""
+    grid = copy.deepcopy(config)
+    grid.update(
+        bits=[4, 8, 16, 32],
+        epochs=[1, 2, 3, 4, 5],
+        training_variants=[
+            {"precision": "32-true"}, {"precision": "bf16-mixed"}, {"precision": "16-mixed"},
+            {"precision": "bf16-mixed", "sparsity": {"method": "gradual", "target": 0.5}},
+            {"precision": "32-true", "sparsity": {"method": "gradual", "target": 0.3}},
+        ],
+        early_exit=[],
+    )  # fmt: skip
+    grid["pruning"] = {
+        **config["pruning"],
+        "select": "all",
+        "methods": [
+            *({"method": "magnitude", "ratio": ratio} for ratio in (0.1, 0.2, 0.3, 0.4, 0.5)),
+            {"method": "magnitude", "n": 2, "m": 4}, {"method": "magnitude", "n": 4, "m": 8},
+            {"method": "wanda", "n": 2, "m": 4}, {"method": "sparsegpt", "n": 2, "m": 4},
+        ],
+    }  # fmt: skip
+    return grid
+
+
+def dry_run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """P3: `snakemake -n` of the 1,000-cell grid in an empty working directory."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    grid_file = workdir / "config.yaml"
+    grid_file.write_text(yaml.safe_dump(thousand_cell_config(config), sort_keys=False))
+    wall, output = snakemake(workdir, grid_file, "-n", "--cores", "all")
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)\s*$", output, re.MULTILINE)}
+    return {"wall_s": wall, "evaluated_cells": counts.get("evaluate"), "jobs": counts.get("total")}
+
+
+def generation_throughput(config: dict[str, Any], workdir: Path, rounds: int) -> dict[str, Any]:
+    """P4 on the run's own embedded model (float32, one thread as in an evaluation job) and test prompts."""
+    import torch
+
+    from joulebench.data import read_examples
+    from joulebench.energy import EnergySettings, open_monitor
+    from joulebench.evaluate import GenerationSettings, measure_inference
+    from joulebench.models import Precision, load_model, load_tokenizer, offline_environment
+
+    offline_environment()
+    torch.set_num_threads(1)
+    dataset = next(iter(config["datasets"]))
+    model_name = next(iter(config["models"]))
+    model_dir = str(workdir / "results" / "models" / dataset / model_name / "base")
+    if not Path(model_dir).is_dir():
+        sys.exit(f"benchmark: P4 needs the default run's model at {model_dir}: run P5 first")
+    prompts = [e.prompt for e in read_examples(workdir / "results" / "data" / dataset / "test.jsonl")]
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, Precision(32)).eval()
+    generation = GenerationSettings.from_config(config["generation"])
+    max_prompt = int(config["training"]["max_prompt_tokens"])
+    measurement = EnergySettings(warmup=1, repeats=3)
+
+    @torch.no_grad()
+    def bare() -> tuple[int, float]:
+        tokens, seconds = 0, 0.0
+        for start in range(0, len(prompts), generation.batch_size):
+            batch = [(tokenizer.bos_token or "") + p for p in prompts[start : start + generation.batch_size]]
+            encoded = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
+                                max_length=max_prompt + 1, add_special_tokens=False)  # fmt: skip
+            began = time.perf_counter()
+            output = model.generate(**encoded, do_sample=False, max_new_tokens=generation.max_new_tokens,
+                                    min_new_tokens=generation.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+            seconds += time.perf_counter() - began
+            tokens += output[:, encoded["input_ids"].shape[1] :].numel()
+        return tokens, seconds
+
+    tokenizer.padding_side = tokenizer.truncation_side = "left"
+    bare()  # warm-up
+    harness_rates, bare_rates = [], []
+    monitor = open_monitor(config["energy"])
+    with monitor:
+        for _ in range(rounds):
+            inference = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement)
+            harness_rates += [r.tokens / r.generation_s for r in inference.repeats]
+            for _ in range(measurement.repeats):
+                tokens, seconds = bare()
+                bare_rates.append(tokens / seconds)
+    harness, plain = statistics.median(harness_rates), statistics.median(bare_rates)
+    return {"ratio": harness / plain, "harness_tokens_per_s": harness, "bare_tokens_per_s": plain,
+            "passes_each": len(bare_rates), "prompts": len(prompts), "batch_size": generation.batch_size,
+            "new_tokens": generation.max_new_tokens, "meters": [m.name for m in monitor.meters]}  # fmt: skip
+
+
+def metric_times(config: dict[str, Any], workdir: Path, pairs: int) -> dict[str, Any]:
+    """P5b: seconds per 1,000 pairs for each registered metric, on the run's predictions (repeated to `pairs`)."""
+    import torch
+
+    from joulebench.metrics import METRICS, MetricSettings
+
+    torch.set_num_threads(1)
+    lines = [json.loads(line) for path in sorted(workdir.glob("results/eval/**/predictions.jsonl"))
+             for line in path.read_text().splitlines() if line.strip()]  # fmt: skip
+    if not lines:
+        sys.exit(f"benchmark: metric times need the default run's predictions under {workdir}: run P5 first")
+    chosen = [lines[i % len(lines)] for i in range(pairs)]
+    predictions, references = [x["prediction"] for x in chosen], [x["target"] for x in chosen]
+    settings = MetricSettings.from_config(config["metrics"])
+    times = {}
+    for name in METRICS.names():
+        metric = METRICS.get(name)
+        began = time.perf_counter()
+        metric.samples(predictions[:8], references[:8], settings)  # loads its model, its word lists
+        load = time.perf_counter() - began
+        began = time.perf_counter()
+        metric.samples(predictions, references, settings)
+        times[name] = {"s_per_1000": (time.perf_counter() - began) * 1000 / pairs, "first_call_s": load}
+    return {"pairs": pairs, "threads": 1, "metrics": times}
+
+
+def machine() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} cores, {platform.platform()}"
+
+
+def table(bench: dict[str, Any]) -> str:
+    """The README's table."""
+    described = {
+        "P1": ("harness overhead on the default config", lambda b: f"{b['overhead']:.1%}"),
+        "P2": ("no-op re-run", lambda b: f"{b['wall_s']:.1f} s"),
+        "P3": (f"dry run, {(bench.get('P3') or {}).get('evaluated_cells')} evaluated cells",
+               lambda b: f"{b['wall_s']:.1f} s"),
+        "P4": ("harness / bare `generate` throughput", lambda b: f"{b['ratio']:.3f}"),
+        "P5": (f"default run, {(bench.get('P5') or {}).get('jobs')} jobs", lambda b: f"{b['wall_s'] / 60:.1f} min"),
+    }  # fmt: skip
+    rows = ["| | what | measured | target | met |", "|---|---|---|---|---|"]
+    for key, (_, sign, target) in TARGETS.items():
+        if key not in bench:
+            continue
+        what, show = described[key]
+        shown_target = f"{sign} {target:.0%}" if key == "P1" else f"{sign} {target:g}" + (" s" if key != "P4" else "")
+        met = "yes" if bench[key]["met"] else "no"
+        rows.append(f"| {key} | {what} | {show(bench[key])} | {shown_target} | {met} |")
+    if "metrics" in bench:
+        for name, timing in bench["metrics"]["metrics"].items():
+            rows.append(f"| P5 | {name}, per 1,000 pairs (first call, loading: {timing['first_call_s']:.1f} s) | "
+                        f"{timing['s_per_1000']:.2f} s | | |")  # fmt: skip
+    return "\n".join([*rows, "", f"Measured {bench['date']} on {bench['machine']}, commit {bench['commit']}."])
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return (done.stdout.strip() or "unknown") + (" (uncommitted changes)" if dirty else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config.yaml")
+    parser.add_argument("--only", default="P1,P2,P3,P4,P5", help="comma-separated; P1 and P5 are the same run")
+    parser.add_argument("--workdir", default="results/bench/work", help="scratch folder for the runs")
+    parser.add_argument("--rounds", type=int, default=3, help="P4: alternations of harness and bare passes")
+    parser.add_argument("--pairs", type=int, default=1000, help="metric times: pairs scored")
+    parser.add_argument("--out", default="results/bench.json")
+    parser.add_argument("--readme", help="also put the table between the bench markers of this file")
+    args = parser.parse_args()
+    started = process_started() or time.time()
+    wanted = set(args.only.split(","))
+    config_path = (ROOT / args.config).resolve()
+    config = yaml.safe_load(config_path.read_text())
+    workdir = (ROOT / args.workdir).resolve()
+    bench: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit(),
+                             "config": str(args.config)}  # fmt: skip
+    if wanted & {"P1", "P5"}:
+        bench.update(run_default(config_path, workdir / "default"))
+        print(f"P5 default run {bench['P5']['wall_s']:.0f} s; P1 overhead {bench['P1']['overhead']:.1%}", flush=True)
+    if "P2" in wanted:
+        bench["P2"] = rerun(config_path, workdir / "default")
+        print(f"P2 no-op re-run {bench['P2']['wall_s']:.2f} s", flush=True)
+    if "P3" in wanted:
+        bench["P3"] = dry_run(config, workdir / "grid")
+        print(f"P3 dry run of {bench['P3']['evaluated_cells']} cells {bench['P3']['wall_s']:.2f} s", flush=True)
+    if "P4" in wanted:
+        bench["P4"] = generation_throughput(config, workdir / "default", args.rounds)
+        print(f"P4 harness/bare throughput {bench['P4']['ratio']:.3f}", flush=True)
+    if "P5" in wanted:
+        bench["metrics"] = metric_times(config, workdir / "default", args.pairs)
+    for key, (figure, sign, target) in TARGETS.items():
+        if key in bench:
+            value = bench[key][figure]
+            bench[key]["met"] = value <= target if sign == "<=" else value >= target
+            bench[key]["target"] = f"{sign} {target}"
+    bench["bench_wall_s"] = time.time() - started
+    atomic_write_json(ROOT / args.out, bench)
+    text = table(bench)
+    (ROOT / args.out).with_suffix(".md").write_text(text + "\n")
+    print(text)
+    if args.readme:
+        readme = ROOT / args.readme
+        content = readme.read_text()
+        if README_BEGIN not in content or README_END not in content:
+            sys.exit(f"benchmark: {args.readme} has no {README_BEGIN} … {README_END} block")
+        head, rest = content.split(README_BEGIN, 1)
+        readme.write_text(f"{head}{README_BEGIN}\n{text}\n{README_END}{rest.split(README_END, 1)[1]}")
+
+
+if __name__ == "__main__":
+    main()
