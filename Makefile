@@ -32,7 +32,8 @@ test-slurm: $(STAMP)
 	JOULEBENCH_SLURM=1 $(BIN)/python -m pytest -q -rs -m slurm tests/test_slurm.py
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/meter_overhead.py
+	$(BIN)/python benchmarks/harness.py
+	$(BIN)/python benchmarks/meter_overhead.py --seconds 30
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
