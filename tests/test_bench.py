@@ -1,0 +1,39 @@
+"""The harness benchmark's own pieces (benchmarks/harness.py): its grid is valid and as large as it says, and its
+table reports each target as met or missed. Timings themselves belong to `make bench`, not to tests."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import yaml
+
+from joulebench import cells, preflight
+
+from .conftest import ROOT
+
+
+def harness():
+    spec = importlib.util.spec_from_file_location("harness", ROOT / "benchmarks" / "harness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_dry_run_grid_is_valid_and_has_a_thousand_evaluated_cells(tmp_path):
+    config = harness().thousand_cell_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    assert preflight.check(config, tmp_path) == []
+    assert len(cells.finetune_cells(config)) == 100 and len(cells.eval_cells(config)) == 1001
+
+
+def test_the_table_says_which_targets_were_missed():
+    bench = {"machine": "m", "date": "d", "commit": "c", "P1": {"overhead": 0.405}, "P2": {"wall_s": 1.8},
+             "P4": {"ratio": 0.95}, "P5": {"wall_s": 1014.0, "jobs": 57}}  # fmt: skip
+    module = harness()
+    module.judge(bench)
+    assert [bench[key]["met"] for key in ("P1", "P2", "P4", "P5")] == [False, True, True, False]
+    lines = module.table(bench).splitlines()
+    assert lines[2] == "| P1 | harness overhead on the default config | 40.5% | <= 10% | no |"
+    assert lines[3] == "| P2 | no-op re-run | 1.8 s | <= 3 s | yes |"
+    assert lines[4] == "| P4 | harness / bare `generate` throughput | 0.950 | >= 0.95 | yes |"
+    assert lines[5] == "| P5 | default run, 57 jobs | 16.9 min | <= 10 min | no |"
+    assert lines[-1] == "Measured d on m, commit c."
