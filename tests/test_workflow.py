@@ -229,9 +229,10 @@ def test_each_edit_reruns_exactly_what_depends_on_it(micro):
 
     with edited(workflow / "joulebench" / "metrics.py", "\n# edited\n"):
         rules = Counter(rule for rule, _ in dry_run(workdir, workdir / "config.yaml", snakefile))
-    # The unpruned evaluations; the pruned ones join once the checkpoint they follow has run again.
-    assert rules == {"evaluate": len(unpruned_cells(config)), "select_for_pruning": 1, "aggregate": 1, "report": 1,
-                     "run_status": 1, "all": 1}  # fmt: skip
+    # The class centroids (their embeddings come from metrics.py) and the unpruned evaluations; the pruned ones join
+    # once the checkpoint they follow has run again.
+    assert rules == {"class_centroids": len(config["datasets"]), "evaluate": len(unpruned_cells(config)),
+                     "select_for_pruning": 1, "aggregate": 1, "report": 1, "run_status": 1, "all": 1}  # fmt: skip
 
     assert planned_jobs(workdir, workdir / "config.yaml", snakefile) == {}  # every edit was put back
 
