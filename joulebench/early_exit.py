@@ -88,6 +88,10 @@ class ExitHeads:
         """Logits (..., vocab) from the hidden state (..., hidden) after 1-based `layer`."""
         return self.shared(hidden)
 
+    def fit_record(self) -> dict[str, Any]:
+        """What preparing the heads found, for `eval.json`; nothing for heads that are not fitted."""
+        return {}
+
 
 EXIT_HEADS: Registry[type[ExitHeads]] = Registry("early-exit heads")
 
@@ -119,6 +123,8 @@ class TrainedHeads(ExitHeads):
         self.bias = bias
         self.kl_initial: list[float] = []
         self.kl_final: list[float] = []
+        self.held_out_positions = 0
+        self.identity_layers: list[int] = []
 
     @classmethod
     def identity(cls, model: Any) -> TrainedHeads:
@@ -159,7 +165,19 @@ class TrainedHeads(ExitHeads):
         heads.weight[worse] = 0
         heads.bias[worse] = 0
         heads.kl_final = [min(kl, base) for kl, base in zip(trained, heads.kl_initial, strict=True)]
+        heads.held_out_positions = held.numel()
+        heads.identity_layers = [index + 1 for index in worse]
         return heads
+
+    def fit_record(self) -> dict[str, Any]:
+        """Per exit layer 1 … L−1, the mean distillation KL on held-out calibration positions before and after
+        fitting, and the layers whose map was put back to the identity."""
+        return {
+            "kl_before": self.kl_initial,
+            "kl_after": self.kl_final,
+            "held_out_positions": self.held_out_positions,
+            "identity_layers": self.identity_layers,
+        }
 
     def mapped(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         if layer >= self.layers:

@@ -322,7 +322,7 @@ def evaluate_cell(
         kernel["conversion"] = to_semi_structured(model).to_dict()
         prune_report.checks.append(check_masks(model, positions, pruning, "packed for sparse kernels"))
     answers = generate(model, tokenizer, prompts, generation, max_prompt, decode=decode)
-    exits = decoder.stats.to_dict() if decoder else {}
+    exits = {**decoder.stats.to_dict(), "heads": decoder.heads.fit_record()} if decoder else {}
     # The quality pass has just run this model over these prompts: it is the first warm-up pass.
     inference = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement,
                                   decode=decode, warmed=1)  # fmt: skip

@@ -190,12 +190,11 @@ def _rouge(predictions: list[str], references: list[str], settings: MetricSettin
 
 @_metric("meteor", ("meteor",))
 def _meteor(predictions: list[str], references: list[str], settings: MetricSettings) -> SampleScores:
-    from nltk.corpus import wordnet
     from nltk.translate.meteor_score import meteor_score
 
-    from joulebench.wordnet import ensure_wordnet
+    from joulebench.wordnet import load_wordnet
 
-    ensure_wordnet()
+    wordnet = load_wordnet()
     return {
         "meteor": [
             meteor_score([tokenize(ref)], tokenize(pred), wordnet=wordnet)

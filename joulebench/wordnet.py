@@ -8,13 +8,16 @@ fallback; a test checks that it matches the man page.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import re
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
 DEBIAN_PACKAGES = ("wordnet-base", "wordnet-sense-index")
 DEFAULT_SOURCE = Path("/usr/share/wordnet")
@@ -184,16 +187,32 @@ def install_wordnet(
     return corpus_dir
 
 
-def ensure_wordnet() -> None:
-    """Raise WordNetMissing with the fix unless NLTK can look words up in WordNet."""
-    from nltk.corpus import wordnet
+@functools.cache
+def load_wordnet() -> Any:
+    """NLTK's WordNet reader for English look-ups, loaded once per process; WordNetMissing with the fix otherwise.
+
+    NLTK 3.10's reader also builds, on every load, a map from WordNet 3.0 synsets for its multilingual (OMW) look-ups:
+    its version check compares the version number ("3.0") with the corpus name ("wordnet"), so the map is built even
+    for WordNet 3.0 itself, reading index.sense twice. That is most of the load time, and English look-ups never
+    read it, so this reader skips it."""
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class EnglishWordNet(WordNetCorpusReader):
+        def map_wn(self, version: str = "wordnet") -> None:
+            return None
 
     try:
-        found = bool(wordnet.synsets("dog"))
-    except LookupError:
+        root = nltk.data.find("corpora/wordnet")
+        with warnings.catch_warnings():  # "multilingual functions are not available": none are used
+            warnings.simplefilter("ignore", UserWarning)
+            reader = EnglishWordNet(root, None)
+        found = bool(reader.synsets("dog"))
+    except (LookupError, OSError):
         found = False
     if not found:
         raise WordNetMissing(f"NLTK cannot load WordNet: {_install_hint()}")
+    return reader
 
 
 def main() -> int:

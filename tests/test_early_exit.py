@@ -157,6 +157,10 @@ def test_trained_heads_reduce_distillation_kl_and_stay_exact(model, windows):
     assert len(after) == LAYERS - 1
     assert sum(after) < sum(before)
     assert all(final <= initial for final, initial in zip(trained.kl_final, trained.kl_initial, strict=True))
+    record = trained.fit_record()
+    assert record["kl_after"] == trained.kl_final and len(record["kl_before"]) == LAYERS - 1
+    assert record["held_out_positions"] > 0 and set(record["identity_layers"]) <= set(range(1, LAYERS))
+    assert shared.fit_record() == {}
     ids, mask = prompts()
     output, stats = decode(model, 1.0, ids, mask, 10, pinned=True, heads=trained)
     assert torch.equal(output, reference(model, ids, mask, 10, pinned=True))

@@ -85,6 +85,21 @@ def test_meteor_uses_wordnet_synonyms() -> None:
 
 
 @pytest.mark.usefixtures("venv_wordnet")
+def test_the_english_wordnet_reader_looks_up_what_nltks_own_reader_does() -> None:
+    from nltk.corpus import wordnet
+    from nltk.translate.meteor_score import meteor_score
+
+    ours = wn_install.load_wordnet()
+    assert ours.map30 is None  # the multilingual map it skips
+    words = ["dog", "cars", "running", "better", "geese", "quickly", "was", "routers", "configured", "rebooted"]
+    assert [ours.synsets(word) for word in words] == [wordnet.synsets(word) for word in words]
+    pairs = [(TEXTS[0].split(), TEXTS[1].split()), ("the auto was rebooted".split(), "the car restarted".split())]
+    assert [meteor_score([ref], hyp, wordnet=ours) for hyp, ref in pairs] == [
+        meteor_score([ref], hyp, wordnet=wordnet) for hyp, ref in pairs
+    ]
+
+
+@pytest.mark.usefixtures("venv_wordnet")
 def test_values_in_unit_interval() -> None:
     predictions = ["", "the car is fast", UNRELATED[0], TEXTS[1][:40]]
     references = ["a reference", "the automobile is quick", TEXTS[0], TEXTS[1]]
@@ -181,17 +196,21 @@ def test_missing_debian_files_give_one_line_error(tmp_path: Path, capsys, monkey
 
 
 @pytest.mark.usefixtures("venv_wordnet")
-def test_ensure_wordnet_names_the_fix(monkeypatch) -> None:
-    from nltk.corpus import wordnet
+def test_a_missing_wordnet_names_the_fix(monkeypatch) -> None:
+    import nltk
 
-    wn_install.ensure_wordnet()
+    wn_install.load_wordnet()
 
-    def lookup_fails(word: str) -> list:
-        raise LookupError(word)
+    def not_found(resource: str) -> str:
+        raise LookupError(resource)
 
-    monkeypatch.setattr(wordnet, "synsets", lookup_fails)
-    with pytest.raises(wn_install.WordNetMissing, match="python -m joulebench.wordnet"):
-        wn_install.ensure_wordnet()
+    monkeypatch.setattr(nltk.data, "find", not_found)
+    wn_install.load_wordnet.cache_clear()
+    try:
+        with pytest.raises(wn_install.WordNetMissing, match="python -m joulebench.wordnet"):
+            wn_install.load_wordnet()
+    finally:
+        wn_install.load_wordnet.cache_clear()
 
 
 def test_one_pass_gives_the_corpus_values_and_the_per_example_values():

@@ -70,6 +70,14 @@ def test_every_technique_runs_as_a_grid_value(tmp_path):
     assert float(never["mean_exit_layer"]) == layers
     assert predictions(tmp_path, never) == predictions(tmp_path, parent)
     assert all(float(r["mean_exit_layer"]) <= layers for r in exits if r is not never)
+    for setting in early_exit_settings(config).values():
+        path = tmp_path / "results/eval/rca/tiny-llama" / parent["training"] / f"b{parent['bits']}-e{parent['epochs']}-"
+        heads = json.loads(Path(f"{path}{setting.id}/eval.json").read_text())["result"]["early_exit"]["heads"]
+        if setting.heads == "trained":  # the distillation KL per exit layer, never worse than the shared head's
+            assert len(heads["kl_after"]) == layers - 1
+            assert all(a <= b for a, b in zip(heads["kl_after"], heads["kl_before"], strict=True))
+        else:
+            assert heads == {}
 
     # Lifecycle: build + fine-tuning + compression + inference at the configured volume, for every cell.
     for row in rows:
