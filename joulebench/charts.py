@@ -21,6 +21,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
+from joulebench.summary import to_float  # noqa: E402
+
 # Width fits the A4 portrait text block (210 mm - 2 x 14 mm margins ~ 7.17 in).
 FIG_WIDTH_IN = 7.0
 # Tallest figure that still leaves room for its caption on an A4 portrait page.
@@ -50,17 +52,6 @@ _RC = {
 }
 # Dropping the Dublin Core block keeps URLs (rdf:resource) out of the SVG.
 _NO_METADATA = {"Date": None, "Format": None, "Type": None, "Creator": None}
-
-
-def to_float(value: Any) -> float | None:
-    """Parse a CSV cell; empty or non-numeric values (and NaN) become None."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
 
 
 def bits_key(value: Any) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from joulebench.energy.core import COMPONENTS, is_estimate
+from joulebench.summary import to_float
 
 STAGES = ("build", "finetune", "compress", "inference")
 STAGE_NAMES = {
@@ -40,14 +41,9 @@ CONFIGURED = "configured"
 
 
 def _number(value: Any) -> float | None:
-    """A summary value as a float; blank, non-numeric, NaN and infinite values are None."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    """A summary value as a float; blank, boolean, non-numeric, NaN and infinite values are None."""
+    number = None if isinstance(value, bool) else to_float(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _text(value: Any) -> str:

@@ -29,7 +29,7 @@ from joulebench.lifecycle import (
     optimised_vs_baseline,
 )
 from joulebench.sparse_kernels import DENSE_LABEL
-from joulebench.summary import COLUMNS
+from joulebench.summary import COLUMNS, to_float
 
 TEMPLATE_NAME = "report.html.j2"
 STYLESHEET_NAME = "style.css"
@@ -87,7 +87,7 @@ class ReportInputs:
 
 def format_sig(value: Any, digits: int = 3, tiny: float = 1e-3) -> str:
     """`digits` significant figures; scientific below `tiny` (1.23e-05); blanks stay blank."""
-    number = charts.to_float(value)
+    number = to_float(value)
     if number is None:
         return _text(value)
     if number == 0:
@@ -108,7 +108,7 @@ def format_kwh(value: Any) -> str:
 
 
 def format_fixed(value: Any, decimals: int = 3) -> str:
-    number = charts.to_float(value)
+    number = to_float(value)
     if number is None:
         return _text(value)
     return f"{number:.{decimals}f}"
@@ -119,7 +119,7 @@ def format_metric(value: Any) -> str:
 
 
 def format_int(value: Any) -> str:
-    number = charts.to_float(value)
+    number = to_float(value)
     if number is None:
         return _text(value)
     return str(int(number)) if number.is_integer() else f"{number:g}"
@@ -164,7 +164,7 @@ def truncate_error(error: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 
 def is_top(row: Mapping[str, str], top_k: int) -> bool:
-    rank = charts.to_float(row.get("rank"))
+    rank = to_float(row.get("rank"))
     return rank is not None and not charts.is_reference(row) and rank <= top_k
 
 
@@ -196,16 +196,16 @@ def finetune_ranking(rows: Sequence[Mapping[str, str]], prune_all: bool, with_mo
         }
         for row in unpruned
     ]
-    return sorted(view, key=lambda r: (charts.to_float(r.get("finetune_rank")) or math.inf, r["label"]))
+    return sorted(view, key=lambda r: (to_float(r.get("finetune_rank")) or math.inf, r["label"]))
 
 
 def format_share(value: Any) -> str:
-    number = charts.to_float(value)
+    number = to_float(value)
     return "" if number is None else f"{100 * number:.0f} %"
 
 
 def format_delta(value: Any) -> str:
-    number = charts.to_float(value)
+    number = to_float(value)
     return "" if number is None else f"{number:+.3f}"
 
 
@@ -223,7 +223,7 @@ def quality_view(rows: Sequence[Mapping[str, str]], with_model: bool) -> list[di
             if not charts.has_uncertainty(row, metric):
                 cells[metric] = None
                 continue
-            delta, low, high = (charts.to_float(row[f"delta_{metric}{s}"]) for s in ("", "_lo", "_hi"))
+            delta, low, high = (to_float(row[f"delta_{metric}{s}"]) for s in ("", "_lo", "_hi"))
             verdict = charts.change_verdict(delta, low, high)  # type: ignore[arg-type]
             cells[metric] = {
                 "delta": format_delta(delta), "interval": f"[{low:.3f}, {high:.3f}]", "verdict": verdict,
@@ -392,12 +392,12 @@ def training_table(training: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     with_model = charts.needs_model_prefix(training)
     table = []
     datasets = charts.datasets_in_order(training)
-    cells = [cell for cell in training if any(charts.to_float(v) is not None for v in cell.get("losses") or [])]
-    cells.sort(key=lambda c: (datasets.index(str(c.get("dataset", ""))), charts.to_float(c.get("bits")) or 0.0,
-                              charts.to_float(c.get("epochs")) or 0.0))
+    cells = [cell for cell in training if any(to_float(v) is not None for v in cell.get("losses") or [])]
+    cells.sort(key=lambda c: (datasets.index(str(c.get("dataset", ""))), to_float(c.get("bits")) or 0.0,
+                              to_float(c.get("epochs")) or 0.0))
     for cell in cells:
-        losses = [x for x in (charts.to_float(v) for v in cell.get("losses") or []) if x is not None]
-        kwh = [x for x in (charts.to_float(v) for v in cell.get("epoch_kwh") or []) if x is not None]
+        losses = [x for x in (to_float(v) for v in cell.get("losses") or []) if x is not None]
+        kwh = [x for x in (to_float(v) for v in cell.get("epoch_kwh") or []) if x is not None]
         table.append({
             "dataset": _text(cell.get("dataset")),
             "label": charts.cell_label({**cell, "is_reference": "0", "pruning": ""}, with_model),
@@ -422,9 +422,9 @@ def at_a_glance(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
         picks = []
         criteria = (("best R", "score", 1), ("highest ρ", "rho", 1), ("least energy", "total_kwh", -1))
         for criterion, key, sign in criteria:
-            scored = [r for r in tuned if charts.to_float(r.get(key)) is not None]
+            scored = [r for r in tuned if to_float(r.get(key)) is not None]
             if scored:
-                best = max(scored, key=lambda r: sign * (charts.to_float(r.get(key)) or 0.0))
+                best = max(scored, key=lambda r: sign * (to_float(r.get(key)) or 0.0))
                 picks.append({**_decorate(best, with_model, 0), "criterion": criterion,
                               "p_first_share": format_share(best.get("p_first"))})  # fmt: skip
         evaluated = sum(1 for r in rows if r["dataset"] == dataset and charts.is_ok(r))
@@ -454,7 +454,7 @@ def impact_flags(rows: Sequence[Mapping[str, str]]) -> dict[str, bool]:
 
 
 def format_duration(seconds: Any) -> str:
-    number = charts.to_float(seconds)
+    number = to_float(seconds)
     if number is None:
         return _text(seconds)
     whole = int(round(number))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,18 @@ from joulebench.cells import REFERENCE_TRAINING
 from joulebench.classification import CLASS_COLUMNS
 from joulebench.io import atomic_write_text
 from joulebench.rank import Ranked, rank_cells, rho
+
+
+def to_float(value: Any) -> float | None:
+    """A summary cell (CSV text or JSON value) as a float; empty or non-numeric values (and NaN) become None."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
 
 COLUMNS = [
     "dataset", "model", "training", "precision", "sparse_training", "bits", "epochs", "pruning", "pruning_method",
