@@ -30,10 +30,12 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TOOLS = ROOT / "tools" / "slurm"
 SKIP = 77  # start.sh: SLURM cannot be had on this machine
 LOCAL_RULES = {"all", "run_status"}  # run on the submitting node (localrules)
+# profiles/slurm groups: one sbatch job each runs both of its rules (the micro grid has one dataset).
+GROUPS = {"data": {"rca_tickets", "prepare_data"}, "summary": {"aggregate", "report"}}
 # The local cluster has no accounting storage: no account, and job states from squeue instead of sacct.
 LOCAL_CLUSTER = ["--slurm-no-account", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks",
                  "2", "--jobs", "2"]  # fmt: skip
-SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,20 @@ def slurm_conf(tmp_path_factory) -> Path:
         assert stopped.returncode == 0 and not state.exists(), stopped.stderr
 
 
+def grouped_rules(output: str) -> dict[str, set[str]]:
+    """The rules Snakemake listed under each "Group job <name>" it started (its members are the indented lines)."""
+    groups: dict[str, set[str]] = {}
+    current = None
+    for line in output.splitlines():
+        if started := re.search(r"Group job (\w+) \(jobs in lexicogr\. order\):", line):
+            current = groups.setdefault(started.group(1), set())
+        elif current is not None and (member := re.fullmatch(r" {4}rule (\w+):", line)):
+            current.add(member.group(1))
+        elif line and not line.startswith(" ") and not line.startswith("Shell command"):
+            current = None
+    return groups
+
+
 def test_micro_grid_runs_through_sbatch(slurm_conf, tmp_path):
     env = {**os.environ, "SLURM_CONF": str(slurm_conf)}
     command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
@@ -68,14 +84,21 @@ def test_micro_grid_runs_through_sbatch(slurm_conf, tmp_path):
     assert rows and all(row["status"] == "ok" for row in rows), rows
     assert (tmp_path / "results" / "report.pdf").stat().st_size > 0
 
-    # Every job Snakemake ran, but the local ones, went through sbatch ...
-    submitted = {int(m.group(2)): re.search(r"/rule_(\w+)/", m.group(3)).group(1) for m in SUBMITTED.finditer(output)}
+    # Every job Snakemake ran, but the local ones, went through sbatch, a group's jobs in one ...
+    # A group job's log folder is group_<group>_<its rules, sorted>.
+    group_folders = {f"group_{group}_{'_'.join(sorted(rules))}": group for group, rules in GROUPS.items()}
+    folders = {int(m.group(2)): re.search(r"/((?:rule|group)_\w+)/", m.group(3)).group(1)
+               for m in SUBMITTED.finditer(output)}  # fmt: skip
+    submitted = {job: group_folders.get(folder, folder.removeprefix("rule_")) for job, folder in folders.items()}
     steps = int(re.findall(r"(\d+) of (\d+) steps \(100%\) done", output)[-1][1])
     per_rule = Counter(submitted.values())
-    assert len(submitted) == steps - len(LOCAL_RULES) >= 10, (per_rule, steps)
+    in_groups = sum(len(rules) - 1 for rules in GROUPS.values())
+    assert len(submitted) == steps - len(LOCAL_RULES) - in_groups >= 10, (per_rule, steps)
     assert per_rule["evaluate"] == len(rows) and per_rule["finetune"] == 4, per_rule
-    assert set(per_rule) == {"rca_tickets", "prepare_data", "class_centroids", "embedded_model", "finetune", "evaluate",
-                             "select_for_pruning", "aggregate", "report"}, per_rule  # fmt: skip
+    assert per_rule["data"] == per_rule["summary"] == 1, per_rule
+    assert set(per_rule) == {"data", "class_centroids", "embedded_model", "finetune", "evaluate", "select_for_pruning",
+                             "summary"}, per_rule  # fmt: skip
+    assert grouped_rules(output) == GROUPS, output[-8000:]
 
     # ... and slurmctld accepted each one and saw it finish.
     controller_log = (slurm_conf.parent / "slurmctld.log").read_text()
