@@ -33,6 +33,7 @@ test-slurm: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/harness.py
+	$(BIN)/python benchmarks/noise_agreement.py --reuse-first results/bench/work/default
 	$(BIN)/python benchmarks/meter_overhead.py --seconds 30
 
 lint: $(STAMP)

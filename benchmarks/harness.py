@@ -65,12 +65,19 @@ def records(workdir: Path) -> list[tuple[str, dict[str, Any]]]:
     found = [("embedded_model", p) for p in workdir.glob("results/models/*/*/pretrain.json")]
     found += [("finetune", p) for p in workdir.glob("results/finetune/**/train.json")]
     found += [("evaluate", p) for p in workdir.glob("results/eval/**/eval.json")]
+    found += [("probe_reference", p) for p in workdir.glob("results/probes/**/probe.json")]
+    found += [("finalists", p) for p in workdir.glob("results/finalists/*/finalists.json")]
     return [(rule, json.loads(path.read_text())) for rule, path in found]
 
 
+GENERATING_RULES = ("evaluate", "probe_reference")
+
+
 def loop_seconds(rule: str, record: dict[str, Any]) -> float:
+    if rule == "finalists":
+        return float(record.get("generation_loop_s", 0.0))
     result = record.get("result", {})
-    return float(result.get("generation_loop_s" if rule == "evaluate" else "loop_s", 0.0))
+    return float(result.get("generation_loop_s" if rule in GENERATING_RULES else "loop_s", 0.0))
 
 
 def run_default(config: Path, workdir: Path) -> dict[str, Any]:
@@ -153,16 +160,17 @@ def dry_run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
 
 def generation_throughput(config: dict[str, Any], workdir: Path, rounds: int) -> dict[str, Any]:
-    """P4 on the run's own embedded model (float32, one thread as in an evaluation job) and test prompts."""
+    """P4 on the run's own embedded model (float32) and test prompts, with the threads an evaluation job gets: every
+    core when measured jobs run alone (the default), one when they may overlap."""
     import torch
 
     from joulebench.data import read_examples
     from joulebench.energy import EnergySettings, open_monitor
-    from joulebench.evaluate import GenerationSettings, measure_inference
     from joulebench.models import Precision, load_model, load_tokenizer, offline_environment
+    from joulebench.serving import GenerationSettings, Server, measure_serving
 
     offline_environment()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1 if config["energy"].get("allow_overlap") else os.cpu_count() or 1)
     dataset = next(iter(config["datasets"]))
     model_name = next(iter(config["models"]))
     model_dir = str(workdir / "results" / "models" / dataset / model_name / "base")
@@ -193,10 +201,11 @@ def generation_throughput(config: dict[str, Any], workdir: Path, rounds: int) ->
     bare()  # warm-up
     harness_rates, bare_rates = [], []
     monitor = open_monitor(config["energy"])
+    server = Server(model, tokenizer, prompts, generation, max_prompt)
     with monitor:
         for _ in range(rounds):
-            inference = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement)
-            harness_rates += [r.tokens / r.generation_s for r in inference.repeats]
+            serving = measure_serving(monitor, {"p4": server}, measurement.warmup, measurement.repeats, name="p4")
+            harness_rates += [p.tokens_per_s for p in serving.rounds.passes["p4"]]
             for _ in range(measurement.repeats):
                 tokens, seconds = bare()
                 bare_rates.append(tokens / seconds)

@@ -1,9 +1,10 @@
 """2:4 sparse kernels against the same model masked-dense, at batch 1 and 16 (issue 4, acceptance 4).
 
 Loads a model folder, prunes it 2:4 (magnitude by default; the pattern, not the method, decides the kernel speed),
-stores it in float16 on the GPU, and measures generation with pinned tokens and energy windows, first masked-dense,
-then packed with `torch.sparse.to_sparse_semi_structured`. A second part times single linear layers of Llama-3-8B's
-shapes (`--layers`), where the kernels' own speed-up shows without the small model's overheads.
+stores it in float16 on the GPU, and measures generation with pinned tokens and energy windows, masked-dense and
+packed with `torch.sparse.to_sparse_semi_structured` in alternating passes (A B A B). A second part times single
+linear layers of Llama-3-8B's shapes (`--layers`), where the kernels' own speed-up shows without the small model's
+overheads.
 
 Needs a CUDA GPU of compute capability 8.0 or newer for the sparse half; elsewhere it measures the dense half, says
 why the sparse half cannot run, and exits with status 3.
@@ -14,6 +15,7 @@ Usage: python benchmarks/sparse_kernels.py --model results/models/rca/tiny-llama
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -26,28 +28,31 @@ import yaml
 from joulebench.cells import Pruning
 from joulebench.data.rca import generate_tickets
 from joulebench.data.tickets import ticket_example
-from joulebench.energy import EnergySettings, measured
-from joulebench.evaluate import GenerationSettings, measure_inference
+from joulebench.energy import measured
 from joulebench.io import atomic_write_json, atomic_write_text
 from joulebench.jobs import cpu_model
 from joulebench.models import Precision, load_model, load_tokenizer
+from joulebench.noise import paired_ratio
 from joulebench.prune import prune_model
+from joulebench.serving import GenerationSettings, Server, measure_serving, pinned_figures
 from joulebench.sparse_kernels import current_capability, plan_kernels, to_semi_structured
 
 LLAMA3_8B_LINEARS = {"q/o_proj": (4096, 4096), "gate/up_proj": (14336, 4096), "down_proj": (4096, 14336)}
 
 
-def generation_figures(inference) -> dict:
-    summary = inference.summary()
+def generation_figures(passes) -> dict:
+    figures = pinned_figures(passes)
     return {
-        "seconds_per_pass": inference.seconds,
-        "tokens_per_s": summary["tokens_per_s"]["mean"],
-        "j_per_token": summary["j_per_token"]["mean"],
-        "j_per_token_ci95": summary["j_per_token"]["ci95"],
+        "seconds_per_pass": sum(p.generation_s for p in passes) / len(passes),
+        "tokens_per_s": figures["tokens_per_s"]["mean"],
+        "j_per_token": figures["j_per_token"]["mean"],
+        "j_per_token_ci95": figures["j_per_token"]["ci95"],
     }
 
 
 def measure_model(args: argparse.Namespace, energy: dict) -> dict:
+    """The pruned model masked-dense and packed for sparse kernels, measured in alternating passes (A B A B) on the
+    same prompts and pinned tokens, so drift hits both alike; the speed-up is their paired ratio."""
     setting = Pruning(args.method, n=2, m=4)
     precision = Precision(16, "float16")
     plan = plan_kernels(setting, precision, True, current_capability())
@@ -56,25 +61,26 @@ def measure_model(args: argparse.Namespace, energy: dict) -> dict:
     model = load_model(args.model, Precision(32))
     prune_model(model, setting)  # calibrated methods would need --method magnitude's calibration-free path
     model = model.to(precision.torch_dtype)
-    measurement = EnergySettings.from_config({**energy, "repeats": args.repeats, "warmup": 1})
     results: dict = {"plan": plan.to_dict(), "batches": {}}
+    packed = None
+    if plan.sparse:
+        packed = copy.deepcopy(model)
+        results["conversion"] = to_semi_structured(packed).to_dict()
     with measured(energy) as monitor:
-        for batch in args.batches:
-            generation = GenerationSettings(batch_size=batch, max_new_tokens=args.new_tokens)
-            dense = measure_inference(model, tokenizer, prompts, generation, 160, monitor, measurement,
-                                      f"dense-b{batch}")  # fmt: skip
-            results["batches"][batch] = {"dense": generation_figures(dense)}
         results["energy_sources"] = monitor.sources
-        if not plan.sparse:
-            return results
-        results["conversion"] = to_semi_structured(model).to_dict()
         for batch in args.batches:
             generation = GenerationSettings(batch_size=batch, max_new_tokens=args.new_tokens)
-            sparse = measure_inference(model, tokenizer, prompts, generation, 160, monitor, measurement,
-                                       f"sparse-b{batch}")  # fmt: skip
-            entry = results["batches"][batch]
-            entry["sparse"] = generation_figures(sparse)
-            entry["speedup_vs_dense"] = entry["dense"]["seconds_per_pass"] / entry["sparse"]["seconds_per_pass"]
+            servers = {"dense": Server(model, tokenizer, prompts, generation, 160)}
+            if packed is not None:
+                servers["sparse"] = Server(packed, tokenizer, prompts, generation, 160)
+            serving = measure_serving(monitor, servers, 1, args.repeats, name=f"b{batch}")
+            passes = serving.rounds.passes
+            entry = results["batches"][batch] = {key: generation_figures(passes[key]) for key in servers}
+            if packed is not None:
+                ratio = paired_ratio([p.generation_s for p in passes["dense"]],
+                                     [p.generation_s for p in passes["sparse"]])  # fmt: skip
+                entry["speedup_vs_dense"] = ratio.estimate
+                entry["speedup_interval"] = [ratio.low, ratio.high]
     return results
 
 

@@ -567,11 +567,17 @@ def pruning_impact_svg(rows: Sequence[Mapping[str, Any]]) -> str:
 # --- energy-quality Pareto front --------------------------------------------------------------
 
 
+# The Pareto front's energy axis: the ranking's cost, energy per query over the deployment (fine-tuning and preparing
+# the model spread over Q queries, plus serving one query at the answers' real lengths).
+PARETO_ENERGY_KEY = "deploy_wh_per_query"
+PARETO_ENERGY_LABEL = "energy per query over the deployment (Wh, deploy_wh_per_query)"
+
+
 def _energy_quality(row: Mapping[str, Any]) -> tuple[float, float] | None:
-    kwh, rho = to_float(row.get("total_kwh")), to_float(row.get("rho"))
-    if not is_ok(row) or kwh is None or rho is None or not math.isfinite(kwh) or not math.isfinite(rho):
+    wh, rho = to_float(row.get(PARETO_ENERGY_KEY)), to_float(row.get("rho"))
+    if not is_ok(row) or wh is None or rho is None or not math.isfinite(wh) or not math.isfinite(rho):
         return None
-    return kwh, rho
+    return wh, rho
 
 
 def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -579,7 +585,8 @@ def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 def pareto_front(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The non-dominated evaluated cells (less total_kwh is better, more rho is better), by increasing energy.
+    """The non-dominated evaluated cells (less `deploy_wh_per_query` is better, more rho is better), by increasing
+    energy.
 
     A cell is dominated when another uses no more energy and reaches no lower ρ, and is strictly better in one of
     the two. Cells with identical energy and ρ do not dominate each other, so all of them stay. Failed cells and
@@ -621,10 +628,10 @@ def _draw_pareto_axis(ax: Axes, rows: Sequence[Mapping[str, Any]], with_model: b
     energies = [p[0] for row in rows if (p := _energy_quality(row)) is not None]
     if min(energies) > 0 and spans_decades(energies):
         ax.set_xscale("log")
-        # Plain numbers (0.002) read better next to kWh tables than 10^-3 powers.
+        # Plain numbers (0.002) read better next to the tables' figures than 10^-3 powers.
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
-    ax.set_xlabel("total energy (kWh)")
+    ax.set_xlabel(PARETO_ENERGY_LABEL)
     ax.set_ylabel("ρ (quality)")
     ax.grid(linewidth=0.4, alpha=0.5)
     ax.margins(x=0.12, y=0.12)
@@ -653,10 +660,10 @@ def _minor_log_label(value: float, _pos: int | None = None) -> str:
 
 
 def pareto_svg(rows: Sequence[Mapping[str, Any]]) -> str:
-    """All evaluated cells by total kWh and ρ; the non-dominated ones filled, joined by a step line and named;
-    one panel per dataset."""
+    """All evaluated cells by energy per query over the deployment and ρ; the non-dominated ones filled, joined by a
+    step line and named; one panel per dataset."""
     selected = sorted((row for row in rows if _energy_quality(row) is not None), key=rank_key)
     if not selected:
-        return placeholder_svg("no evaluated cells with energy and quality figures")
+        return placeholder_svg("no evaluated cells with a deployment energy per query and a quality figure")
     height = 0.6 + 3.0 * len(datasets_in_order(selected))
     return _render((FIG_WIDTH_IN, min(height, MAX_HEIGHT_IN)), _draw_pareto, selected)

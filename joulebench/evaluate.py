@@ -1,94 +1,59 @@
-"""One evaluated cell: merge the adapter, prune, store at the cell's precision, generate, score.
-
-Order of operations: the adapter is merged into the full-precision base, pruning happens on those 32-bit weights,
-16-bit cells are cast and 8/4-bit cells re-quantized from the pruned weights (bitsandbytes maps 0 to 0, so the zeros
-survive), and 2:4 cells that can run sparse kernels are packed for them last. After each step the mask is checked
-(`joulebench.prune.verify`): every pruned weight still zero, every N:M group still compliant.
+"""One evaluated cell: build its model as deployed (joulebench.served_model), serve it measured
+(joulebench.serving), score its answers.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-import math
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
-from tqdm import tqdm
 
 from joulebench import memory
 from joulebench.cells import EarlyExit, Pruning
 from joulebench.classification import CentroidClassifier, classification_view
 from joulebench.data import Example
-from joulebench.early_exit import EXIT_HEADS, EarlyExitDecoder, check_supported
 from joulebench.energy import EnergyMonitor, EnergySettings
-from joulebench.failures import GenerationError
-from joulebench.finetune import MASKS_FILE, TrainSettings
-from joulebench.metrics import MetricSettings, quality_with_samples, sentence_embeddings
-from joulebench.models import Precision, load_model, load_tokenizer, model_size_bytes
-from joulebench.prune import (
-    CalibrationSettings,
-    PrunedPositions,
-    PruneReport,
-    calibration_windows,
-    check_masks,
-    prune_model,
+from joulebench.finetune import TrainSettings
+from joulebench.metrics import MetricSettings, metric_signatures, quality_with_samples, sentence_embeddings
+from joulebench.models import Precision, model_size_bytes
+from joulebench.noise import paired_ratio
+from joulebench.prune import CalibrationSettings, check_masks
+from joulebench.served_model import CellSpec, prepare_model, serve_cell
+from joulebench.serving import (
+    GenerationResult,
+    GenerationSettings,
+    Server,
+    answer_figures,
+    generate,
+    measure_serving,
+    pinned_figures,
 )
-from joulebench.prune.base import PRUNERS
 from joulebench.sparse_kernels import current_capability, plan_kernels, to_semi_structured
-from joulebench.sparse_training import apply_masks, load_masks
-from joulebench.stats import joules_per_token, spread, wh_per_1k_queries
 
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    batch_size: int = 16
-    max_new_tokens: int = 48
-
-    @classmethod
-    def from_config(cls, generation: dict[str, Any]) -> GenerationSettings:
-        return cls(**generation)
-
-
-@dataclass
-class GenerationResult:
-    predictions: list[str]
-    new_tokens: int
-    wall_s: float  # inside the model's decode calls only
-    loop_s: float = 0.0  # the whole loop: tokenising, decoding, detokenising
-
-
-@dataclass
-class TimedRepeat:
-    """One timed pass over the test prompts with the number of generated tokens pinned."""
-
-    energy: dict[str, Any]
-    generation_s: float
-    tokens: int
-    queries: int
-    batches: int
-
-    @property
-    def j_per_token(self) -> float:
-        return joules_per_token(self.energy["total_kwh"], self.tokens)
+__all__ = ["GenerationSettings", "generate", "prepare_model", "evaluate_cell", "CellSpec", "serve_cell"]
 
 
 @dataclass
 class EvalResult:
     quality: dict[str, float]
-    tokens_per_s: dict[str, Any]
-    latency_s: dict[str, Any]
+    tokens_per_s: dict[str, Any]  # pinned passes, at the configured batch
     batch_s: dict[str, Any]
-    infer_kwh: dict[str, Any]
+    infer_kwh: dict[str, Any]  # one pinned pass over the test prompts
     infer_net_kwh: dict[str, Any]
-    j_per_token: dict[str, Any]
-    wh_per_1k_queries: float
+    j_per_token: dict[str, Any]  # pinned passes
+    pass_energy: dict[str, float]  # one pinned pass's mean energy per component
+    wh_per_query: dict[str, Any]  # answer passes: stop at end-of-sequence
+    answer_tokens_per_query: float
+    answers_stable: bool  # every answer pass gave the answers scored
+    ttft_s: dict[str, Any] | None
+    tpot_s: dict[str, Any] | None
+    latency: dict[str, Any]
     tokens_per_repeat: int
-    quality_tokens: int
+    answer_tokens: int
     peak_mem_mb: float
     peak_mem_kind: str
     model_size_mb: float
@@ -100,8 +65,10 @@ class EvalResult:
     prepare_energy: dict[str, Any]
     idle: dict[str, Any]
     repeats: list[dict[str, Any]]
+    answer_repeats: list[dict[str, Any]]
     metrics_s: float
-    generation_loop_s: float = 0.0  # every pass: quality, warm-up, timed repeats, the dense comparison
+    generation_loop_s: float = 0.0  # every pass: warm-up, timed rounds, latency
+    quality_info: dict[str, Any] = field(default_factory=dict)
     classification: dict[str, Any] = field(default_factory=dict)
     early_exit: dict[str, Any] = field(default_factory=dict)
     predictions: list[str] = field(repr=False, default_factory=list)
@@ -112,165 +79,6 @@ class EvalResult:
         out.pop("predictions")
         out.pop("item_scores")
         return out
-
-
-Decode = Callable[..., torch.Tensor]
-
-
-@torch.no_grad()
-def generate(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    settings: GenerationSettings,
-    max_prompt_tokens: int,
-    pin_tokens: bool = False,
-    decode: Decode | None = None,
-) -> GenerationResult:
-    """Greedy, batched, left-padded generation; only the time inside `generate` is counted. With `pin_tokens` every
-    sequence generates exactly `max_new_tokens` (end-of-sequence suppressed), so timed repeats do equal work.
-    `decode` replaces `model.generate` (early exit); it takes the same arguments, greedy implied."""
-    loop_began = time.perf_counter()
-    decode = decode or functools.partial(model.generate, do_sample=False)
-    tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"
-    model.eval()
-    predictions: list[str] = []
-    new_tokens = 0
-    wall = 0.0
-    starts = range(0, len(prompts), settings.batch_size)
-    for start in tqdm(starts, desc="generate", mininterval=2):
-        batch = [_with_bos(tokenizer, p) for p in prompts[start : start + settings.batch_size]]
-        encoded = tokenizer(
-            batch, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens + 1,
-            add_special_tokens=False,
-        ).to(model.device)
-        began = time.perf_counter()
-        try:
-            output = decode(
-                input_ids=encoded["input_ids"],
-                attention_mask=encoded["attention_mask"],
-                max_new_tokens=settings.max_new_tokens,
-                min_new_tokens=settings.max_new_tokens if pin_tokens else None,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        except (RuntimeError, ValueError, IndexError) as err:
-            raise GenerationError(f"prompts {start + 1}-{start + len(batch)}: {err}") from err
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        wall += time.perf_counter() - began
-        generated = output[:, encoded["input_ids"].shape[1] :]
-        for row in generated:
-            tokens = row.tolist()
-            if not pin_tokens and tokenizer.eos_token_id in tokens:
-                tokens = tokens[: tokens.index(tokenizer.eos_token_id) + 1]
-            new_tokens += len(tokens)
-            predictions.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
-    return GenerationResult(predictions, new_tokens, wall, time.perf_counter() - loop_began)
-
-
-def _with_bos(tokenizer: Any, prompt: str) -> str:
-    return (tokenizer.bos_token or "") + prompt
-
-
-def prepare_model(
-    model_path: str,
-    adapter_dir: Path | None,
-    precision: Precision,
-    pruning: Pruning,
-    trust_remote_code: bool,
-    calibration: torch.Tensor | None = None,
-    calibration_batch: int = 8,
-) -> tuple[Any, PruneReport, PrunedPositions]:
-    """Merge (and apply the masks sparse training reached) → prune at the working precision → store at the cell's
-    precision (re-quantize for 8/4 bits), checking the mask after each step."""
-    from peft import PeftModel
-
-    model = load_model(model_path, working_precision(precision), trust_remote_code)
-    trained: dict[str, torch.Tensor] = {}
-    if adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-        if (adapter_dir / MASKS_FILE).is_file():  # sparse training: its masks hold for the merged weights
-            trained = load_masks(adapter_dir / MASKS_FILE)
-            apply_masks(model, trained)
-    report, positions = prune_model(model, pruning, calibration, calibration_batch)
-    if trained:
-        # A pruner that updates the weights it keeps (SparseGPT) may refill weights sparse training removed.
-        apply_masks(model, trained)
-        for name, keep in trained.items():
-            pruned = ~keep.cpu()
-            positions.add(name, ~(pruned | positions.get(name)) if name in positions else keep.cpu())
-        check = check_masks(model, positions, pruning, "sparse-training masks kept")
-        report.checks.append(check)
-        report.achieved, report.layers = check.achieved, check.layers
-    if precision.bits == 16:
-        model = model.to(precision.torch_dtype)
-    elif precision.quantized:
-        with tempfile.TemporaryDirectory(prefix="joulebench-requant-") as tmp:
-            model.save_pretrained(tmp)
-            del model
-            model = load_model(tmp, precision, trust_remote_code)
-    if precision.bits != 32 and (pruning.method != "none" or trained):
-        report.checks.append(check_masks(model, positions, pruning, f"stored at {precision.label}"))
-    return model, report, positions
-
-
-def working_precision(precision: Precision) -> Precision:
-    """Merge and prune in float32, except on a GPU for cells of 16 bits or fewer: there in the 16-bit dtype, as the
-    weights ship, so an 8B model fits a 24 GB card (Wanda and SparseGPT accumulate their statistics in float32)."""
-    if precision.bits == 32 or not torch.cuda.is_available():
-        return Precision(32)
-    return Precision(16, precision.dtype_16)
-
-
-@dataclass
-class Inference:
-    """The timed repeats of one model, inside one energy window."""
-
-    window: dict[str, Any]
-    repeats: list[TimedRepeat]
-    loop_s: float  # warm-up passes included
-
-    @property
-    def seconds(self) -> float:
-        return sum(r.generation_s for r in self.repeats) / len(self.repeats)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "tokens_per_s": spread([r.tokens / r.generation_s for r in self.repeats]).to_dict(),
-            "j_per_token": spread([r.j_per_token for r in self.repeats]).to_dict(),
-            "infer_kwh": spread([r.energy["total_kwh"] for r in self.repeats]).to_dict(),
-        }
-
-
-def measure_inference(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    generation: GenerationSettings,
-    max_prompt_tokens: int,
-    monitor: EnergyMonitor,
-    measurement: EnergySettings,
-    name: str = "inference",
-    decode: Decode | None = None,
-    warmed: int = 0,
-) -> Inference:
-    """After `warmup` passes (less the `warmed` ones the same model just made over the same prompts), `repeats`
-    energy windows of one pass each over the prompts, tokens pinned, all inside one window called `name`."""
-    loop_s = 0.0
-    for _ in range(max(0, measurement.warmup - warmed)):
-        warm = generate(model, tokenizer, prompts, generation, max_prompt_tokens, pin_tokens=True, decode=decode)
-        loop_s += warm.loop_s
-    repeats = []
-    with monitor.window(name) as outer:
-        for index in range(1, measurement.repeats + 1):
-            with monitor.window(f"{name}-{index}") as window:
-                run = generate(model, tokenizer, prompts, generation, max_prompt_tokens, True, decode)
-            loop_s += run.loop_s
-            batches = math.ceil(len(prompts) / generation.batch_size)
-            repeats.append(TimedRepeat(window["energy"].to_dict(), run.wall_s, run.new_tokens, len(prompts), batches))
-    return Inference(outer["energy"].to_dict(), repeats, loop_s)
 
 
 def evaluate_cell(
@@ -291,80 +99,97 @@ def evaluate_cell(
     early_exit: EarlyExit | None = None,
     classes: CentroidClassifier | None = None,
 ) -> EvalResult:
-    """Quality from one ordinary greedy pass; energy, latency and throughput from pinned, repeated windows. A cell
-    that runs 2:4 sparse kernels is first measured masked-dense, then packed and measured again: the speed-up is the
-    ratio of the two on the same prompts and tokens. With `early_exit`, every pass decodes with early exits (its exit
-    heads are trained, if they need it, inside the `prepare` window); the exit statistics are the quality pass's."""
-    tokenizer = load_tokenizer(model_path, trust_remote_code)
-    prompts = [e.prompt for e in test]
-    calibration = calibration or CalibrationSettings()
-    heads_kind = EXIT_HEADS.get(early_exit.heads) if early_exit else None
-    windows = None
-    if PRUNERS.get(pruning.method).calibrated or (heads_kind and heads_kind.needs_calibration):
-        windows = calibration_windows(calibration_examples, tokenizer, calibration)
-    decoder = None
+    """Build the cell's model inside the `prepare` window, warm it up at the pinned length, then measure it in
+    `repeats` rounds of one pinned pass (tokens/s, J/token) and one answer pass that stops at end-of-sequence (energy
+    per query at real lengths; the first round's answers are scored), then batch-1 latency. A cell that runs 2:4
+    sparse kernels keeps its masked-dense twin and the two alternate in every round (A B A B): the speed-up is the
+    paired ratio of their pass times. With `early_exit`, every pass decodes with early exits; the exit statistics are
+    those of the first answer pass."""
+    spec = CellSpec(model_path, adapter_dir, precision, pruning, early_exit, trust_remote_code)
     with monitor.window("prepare") as prepared:
-        model, prune_report, positions = prepare_model(
-            model_path, adapter_dir, precision, pruning, trust_remote_code, windows, calibration.batch_size
-        )
-        if early_exit is not None and heads_kind is not None:
-            check_supported(model)
-            decoder = EarlyExitDecoder(model, early_exit, heads_kind.prepare(model, windows, calibration.seed))
-    decode = decoder.generate if decoder else None
+        served = serve_cell(spec, calibration_examples, calibration)
+    model, tokenizer, prune_report = served.model, served.tokenizer, served.prune_report
     plan = plan_kernels(pruning, precision, sparse_kernels, current_capability())
     kernel: dict[str, Any] = plan.to_dict() if plan else {}
-    memory.reset_peak()
+    prompts = [e.prompt for e in test]
     max_prompt = training.max_prompt_tokens
-    dense = None
+    servers = {"cell": Server(model, tokenizer, prompts, generation, max_prompt, served.decode)}
     if plan and plan.sparse:
-        dense = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement,
-                                  "inference-dense")  # fmt: skip
+        servers["masked-dense"] = Server(copy.deepcopy(model), tokenizer, prompts, generation, max_prompt)
         kernel["conversion"] = to_semi_structured(model).to_dict()
-        prune_report.checks.append(check_masks(model, positions, pruning, "packed for sparse kernels"))
-    answers = generate(model, tokenizer, prompts, generation, max_prompt, decode=decode)
-    exits = {**decoder.stats.to_dict(), "heads": decoder.heads.fit_record()} if decoder else {}
-    # The quality pass has just run this model over these prompts: it is the first warm-up pass.
-    inference = measure_inference(model, tokenizer, prompts, generation, max_prompt, monitor, measurement,
-                                  decode=decode, warmed=1)  # fmt: skip
-    repeats = inference.repeats
+        prune_report.checks.append(check_masks(model, served.positions, pruning, "packed for sparse kernels"))
+    memory.reset_peak()
+    exits: dict[str, Any] = {}
+
+    def exit_statistics(key: str, run: Any) -> Any:
+        """The first answer pass's exit statistics, whatever the warm-up and the other passes counted."""
+
+        def answers() -> GenerationResult:
+            if served.decoder is None or exits:
+                return run()
+            served.decoder.stats.reset()
+            result = run()
+            exits.update(served.decoder.stats.to_dict(), heads=served.decoder.heads.fit_record())
+            return result
+
+        return answers
+
+    serving = measure_serving(monitor, servers, measurement.warmup, measurement.repeats, answers=["cell"],
+                              latency="cell", answer_hook=exit_statistics)  # fmt: skip
+    rounds = serving.rounds
+    answers = rounds.first["cell:answers"]
     peak, peak_kind = memory.peak_mb()
     size_mb = model_size_bytes(model) / 2**20
-    del model
+    del model, servers
+    served.model = None
     began = time.perf_counter()
-    quality, item_scores = quality_with_samples(answers.predictions, [e.target for e in test], metric_settings)
+    quality = quality_with_samples(answers.predictions, [e.target for e in test], metric_settings)
     class_view: dict[str, Any] = {}
     if classes is not None:
         class_view = classification_view(
             answers.predictions, [e.target for e in test], [e.label for e in test], classes,
             functools.partial(sentence_embeddings, settings=metric_settings),
         )  # fmt: skip
-    figures = inference.summary()
+    pinned = pinned_figures(rounds.passes["cell"])
+    real = answer_figures(rounds.passes["cell:answers"])
+    dense = rounds.passes.get("masked-dense")
+    speedup = None
+    if dense:
+        speedup = paired_ratio([p.generation_s for p in dense], [p.generation_s for p in rounds.passes["cell"]])
     return EvalResult(
-        quality=quality,
-        tokens_per_s=figures["tokens_per_s"],
-        latency_s=spread([r.generation_s / r.queries for r in repeats]).to_dict(),
-        batch_s=spread([r.generation_s / r.batches for r in repeats]).to_dict(),
-        infer_kwh=figures["infer_kwh"],
-        infer_net_kwh=spread([r.energy["net_kwh"] for r in repeats]).to_dict(),
-        j_per_token=figures["j_per_token"],
-        wh_per_1k_queries=wh_per_1k_queries(figures["infer_kwh"]["mean"], len(prompts)),
-        tokens_per_repeat=repeats[0].tokens,
-        quality_tokens=answers.new_tokens,
+        quality=quality.scores,
+        tokens_per_s=pinned["tokens_per_s"],
+        batch_s=pinned["batch_s"],
+        infer_kwh=pinned["infer_kwh"],
+        infer_net_kwh=pinned["infer_net_kwh"],
+        j_per_token=pinned["j_per_token"],
+        pass_energy=pinned["pass_energy"],
+        wh_per_query=real["wh_per_query"],
+        answer_tokens_per_query=real["answer_tokens_per_query"],
+        answers_stable=rounds.stable["cell:answers"],
+        ttft_s=serving.latency.ttft_s,
+        tpot_s=serving.latency.tpot_s,
+        latency={"prompts": serving.latency.prompts, "method": serving.latency.method},
+        tokens_per_repeat=pinned["tokens_per_pass"],
+        answer_tokens=answers.new_tokens,
         peak_mem_mb=peak,
         peak_mem_kind=peak_kind,
         model_size_mb=size_mb,
         prune=prune_report.to_dict(),
         kernel=kernel,
-        dense_comparison=dense.summary() if dense else {},
-        speedup_vs_dense=dense.seconds / inference.seconds if dense else None,
-        energy=inference.window,
+        dense_comparison={**pinned_figures(dense), "repeats": [asdict(p) for p in dense],
+                          "speedup": speedup.to_dict()} if dense and speedup else {},
+        speedup_vs_dense=speedup.estimate if speedup else None,
+        energy=rounds.window,
         prepare_energy=prepared["energy"].to_dict(),
         idle=asdict(monitor.idle) if monitor.idle else {},
-        repeats=[asdict(r) for r in repeats],
+        repeats=[asdict(p) for p in rounds.passes["cell"]],
+        answer_repeats=[asdict(p) for p in rounds.passes["cell:answers"]],
         metrics_s=time.perf_counter() - began,
-        generation_loop_s=answers.loop_s + inference.loop_s + (dense.loop_s if dense else 0.0),
+        generation_loop_s=serving.loop_s,
         classification=class_view,
         early_exit=exits,
+        quality_info={"floors": quality.floors_dict(), "signatures": metric_signatures(metric_settings)},
         predictions=answers.predictions,
-        item_scores=item_scores,
+        item_scores=quality.samples,
     )

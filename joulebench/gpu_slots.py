@@ -5,6 +5,9 @@ but does not say which card each job gets. Each job therefore claims the first f
 exclusive lock on one lock file per card and sets CUDA_VISIBLE_DEVICES before CUDA starts. The lock lasts as long as
 the job's process, so two running jobs never share a card. Where a scheduler already chose (SLURM sets
 CUDA_VISIBLE_DEVICES), nothing is claimed.
+
+Card numbers mean NVML's (nvidia-smi's, PCI bus) order: `pin_device_order` makes CUDA number them the same way, so
+the index in CUDA_VISIBLE_DEVICES names the card the lock file and the energy meter mean.
 """
 
 from __future__ import annotations
@@ -18,6 +21,17 @@ from typing import IO
 
 _held: list[IO[str]] = []
 
+CUDA_DEVICE_ORDER = "CUDA_DEVICE_ORDER"
+PCI_BUS_ID = "PCI_BUS_ID"
+
+
+def pin_device_order() -> str:
+    """Make CUDA number the GPUs by PCI bus id, as NVML and nvidia-smi do, unless the user chose an order; returns the
+    order in effect. CUDA's default puts the fastest card first, so on a host with mixed cards index 1 in
+    CUDA_VISIBLE_DEVICES would be another card than NVML's 1. Call it before CUDA starts (before torch touches the
+    GPU): CUDA reads the variable once."""
+    return os.environ.setdefault(CUDA_DEVICE_ORDER, PCI_BUS_ID)
+
 
 def gpus_present() -> int:
     """Cards the driver exposes, counted without starting CUDA (which would fix the visible devices too early)."""
@@ -29,7 +43,9 @@ def default_lock_dir() -> Path:
 
 
 def claim_gpu(count: int | None = None, lock_dir: str | Path | None = None) -> int | None:
-    """Claim a free card for this process and make it the only visible one; None if there is nothing to choose."""
+    """Claim a free card for this process and make it the only visible one; None if there is nothing to choose. The
+    device order is pinned either way, so an index (ours or a scheduler's) means the same card to CUDA and NVML."""
+    pin_device_order()
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         return None
     count = gpus_present() if count is None else count

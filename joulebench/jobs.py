@@ -12,6 +12,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ def utc(timestamp: float) -> str:
 def job_context(log: str | Path, threads: int, gpus: int = 0) -> Iterator[None]:
     """Send the job's output (progress bars included) to its log, pin its threads, give it a GPU of its own (on a
     multi-GPU server without a scheduler), forbid the network."""
-    from joulebench.gpu_slots import claim_gpu
+    from joulebench.gpu_slots import claim_gpu, pin_device_order
 
+    pin_device_order()  # CUDA numbers the GPUs as NVML does (PCI bus order), before CUDA starts
     if gpus:
         claim_gpu()
     import torch
@@ -44,6 +46,18 @@ def job_context(log: str | Path, threads: int, gpus: int = 0) -> Iterator[None]:
     with open(log, "a", buffering=1) as handle, contextlib.redirect_stderr(handle), contextlib.redirect_stdout(handle):
         logging.basicConfig(stream=handle, level=logging.INFO, force=True)
         yield
+
+
+@contextlib.contextmanager
+def measuring(energy: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """A started energy monitor (idle baseline taken) inside the machine's measurement lock (joulebench.exclusive),
+    and the span the lock was held for: no other job's measured windows overlap this job's."""
+    from joulebench.energy import EnergySettings, measured
+    from joulebench.exclusive import exclusive_measurement
+
+    settings = EnergySettings.from_config(energy)
+    with exclusive_measurement(settings.allow_overlap) as span, measured(energy) as monitor:
+        yield monitor, span
 
 
 def decoded(params: Any) -> dict[str, Any]:
@@ -68,9 +82,8 @@ def prepare_data(dataset: dict[str, Any], inputs: dict[str, str], out_dir: str) 
 def build_model(model: dict[str, Any], train: str, energy: dict[str, Any], out_dir: str, record: str) -> None:
     from joulebench.data import read_examples
     from joulebench.embedded import PretrainSettings, build_embedded_model
-    from joulebench.energy import measured
 
-    with measured(energy) as monitor:
+    with measuring(energy) as (monitor, span):
         result = build_embedded_model(
             read_examples(Path(train)),
             model["architecture"],
@@ -78,7 +91,7 @@ def build_model(model: dict[str, Any], train: str, energy: dict[str, Any], out_d
             monitor,
             Path(out_dir),
         )
-        details = provenance(monitor, energy)
+        details = provenance(monitor, energy, span)
     atomic_write_json(record, {"status": "ok", "result": result.to_dict(), "provenance": details})
 
 
@@ -100,7 +113,6 @@ def finetune(
     resumes from it."""
     from joulebench.checkpoints import EpochCheckpoints, fingerprint
     from joulebench.data import read_examples
-    from joulebench.energy import measured
     from joulebench.finetune import TrainSettings, finetune
     from joulebench.models import Precision, resolve_model_path
 
@@ -111,7 +123,7 @@ def finetune(
         checkpoints = EpochCheckpoints(Path(checkpoint), fingerprint(settings, inputs))
     with failures_recorded(record, cell, lambda: Path(adapter_dir).mkdir(parents=True, exist_ok=True)):
         precision = Precision.from_config(int(cell["bits"]), training)
-        with measured(energy) as monitor:
+        with measuring(energy) as (monitor, span):
             result = finetune(
                 resolve_model_path(cell["model"], model, built_model),
                 read_examples(Path(train)),
@@ -124,7 +136,7 @@ def finetune(
                 checkpoints,
                 train_variant(variant),
             )
-            details = provenance(monitor, energy)
+            details = provenance(monitor, energy, span)
         atomic_write_json(record, {"cell": cell, "status": "ok", "result": result.to_dict(), "provenance": details})
 
 
@@ -156,6 +168,8 @@ def cell_name(cell: dict[str, Any]) -> str:
     (…/b4-e5-magnitude 30%)."""
     from joulebench.cells import REFERENCE_TRAINING
 
+    if "job" in cell:  # a dataset's job rather than a cell's (the finalists)
+        return f"{cell['dataset']}/{cell['job']}"
     training = cell.get("training", REFERENCE_TRAINING.id)
     name = f"{cell['dataset']}/{cell['model']}/{training}/b{cell['bits']}-e{cell['epochs']}"
     return f"{name}-{cell['pruning_label']}" if "pruning_label" in cell else name
@@ -195,7 +209,7 @@ def evaluate(
     from joulebench.cells import EarlyExit, Pruning
     from joulebench.classification import CentroidClassifier
     from joulebench.data import read_examples
-    from joulebench.energy import EnergySettings, measured
+    from joulebench.energy import EnergySettings
     from joulebench.evaluate import GenerationSettings, evaluate_cell
     from joulebench.finetune import TrainSettings
     from joulebench.io import write_jsonl
@@ -216,7 +230,7 @@ def evaluate(
         return
     with failures_recorded(record, described, lambda: write_jsonl(predictions, [])):
         examples = read_examples(Path(test))
-        with measured(energy) as monitor:
+        with measuring(energy) as (monitor, span):
             result = evaluate_cell(
                 resolve_model_path(cell["model"], model, built_model),
                 Path(adapter_dir) if adapter_dir else None,
@@ -235,7 +249,7 @@ def evaluate(
                 early_exit=exit_setting,
                 classes=CentroidClassifier.from_dict(json.loads(Path(classes).read_text())) if classes else None,
             )
-            details = provenance(monitor, energy)
+            details = provenance(monitor, energy, span)
         lines = [
             {"id": e.id, "label": e.label, "target": e.target, "prediction": p,
              "scores": {metric: values[index] for metric, values in result.item_scores.items()}}
@@ -261,16 +275,16 @@ def class_centroids(train: str, metrics: dict[str, Any], out: str) -> None:
     atomic_write_json(out, {"embedding_model": settings.embedding_model, **classifier.to_dict()})
 
 
-def provenance(monitor: Any, energy: dict[str, Any]) -> dict[str, Any]:
-    """Hardware, software and how the energy was measured, for one job."""
+def provenance(monitor: Any, energy: dict[str, Any], span: Any = None) -> dict[str, Any]:
+    """Hardware, software and how the energy was measured, for one job; `span`: when it held the machine's
+    measurement lock (joulebench.exclusive), until now."""
     from joulebench.energy import EnergySettings
     from joulebench.energy.core import provenance as measurement
 
-    return {
-        **software_and_hardware(),
-        "measurement": measurement(monitor, EnergySettings.from_config(energy)),
-        **job_times(),
-    }
+    details = measurement(monitor, EnergySettings.from_config(energy))
+    if span is not None:
+        details["exclusive"] = {**span.to_dict(), "held_until_utc": time.time()}
+    return {**software_and_hardware(), "measurement": details, **job_times()}
 
 
 def job_times() -> dict[str, Any]:
@@ -335,10 +349,10 @@ def cpu_model() -> str:
 
 
 def load_records(
-    evaluations: list[str], trainings: list[str]
+    evaluations: list[str], trainings: list[str], rho_mode: str = "rescaled"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """One summary row per evaluated cell, joined with its fine-tuning record; the evaluation and fine-tuning
-    records themselves."""
+    records themselves. `rho_mode`: which quality columns ρ averages (joulebench.rank.RHO_COLUMNS)."""
     from joulebench.summary import cell_row, load_json
 
     def finetune_key(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -346,42 +360,246 @@ def load_records(
 
     training_records = {finetune_key(record): record for record in map(load_json, map(Path, trainings))}
     evaluation_records = [load_json(Path(path)) for path in evaluations]
-    rows = [cell_row(record, training_records.get(finetune_key(record))) for record in evaluation_records]
+    rows = [cell_row(record, training_records.get(finetune_key(record)), rho_mode) for record in evaluation_records]
     return rows, evaluation_records, list(training_records.values())
 
 
-def select_for_pruning(evaluations: list[str], trainings: list[str], w: float, k: int, out: str) -> None:
+def select_for_pruning(evaluations: list[str], trainings: list[str], ranking: dict[str, Any], k: int,
+                       out: str) -> None:  # fmt: skip
     """The paper's flow: rank the unpruned fine-tuned cells of one dataset by R and keep the top k for pruning."""
-    from joulebench.summary import add_ranking
+    from joulebench.rank import RankingSettings, add_ranking
 
-    rows, _, _ = load_records(evaluations, trainings)
-    add_ranking(rows, w, k)
+    settings = RankingSettings(**ranking)
+    rows, _, _ = load_records(evaluations, trainings, settings.rho)
+    add_ranking(rows, settings, k)
     tuned = [r for r in rows if not r["is_reference"] and "finetune_rank" in r]
     tuned.sort(key=lambda r: r["finetune_rank"])
-    keys = ("model", "training", "bits", "epochs", "finetune_rank", "score", "phi", "rho", "total_kwh")
-    ranking = [{key: r[key] for key in keys} for r in tuned]
-    selected = [entry for entry, r in zip(ranking, tuned, strict=True) if r["top_k"]]
-    atomic_write_json(out, {"w": w, "top_k": k, "ranking": ranking, "selected": selected})
+    keys = ("model", "training", "bits", "epochs", "finetune_rank", "finetune_score", "rho", "total_kwh",
+            "deploy_wh_per_query")  # fmt: skip
+    ranking_rows = [{key: r.get(key) for key in keys} for r in tuned]
+    selected = [entry for entry, r in zip(ranking_rows, tuned, strict=True) if r["top_k"]]
+    atomic_write_json(out, {"ranking_settings": settings.to_dict(), "top_k": k, "ranking": ranking_rows,
+                            "selected": selected})  # fmt: skip
+
+
+def probe_reference(
+    cell: dict[str, Any],
+    model: dict[str, Any],
+    built_model: str | None,
+    test: str,
+    training: dict[str, Any],
+    generation: dict[str, Any],
+    energy: dict[str, Any],
+    probe: int,
+    record: str,
+) -> None:
+    """Re-measure the reference cell (the base model) for the run's noise floor: its pinned passes only, as its
+    evaluation measures them. The probes of a run are spread over it (rules/evaluate.smk)."""
+    from joulebench.cells import Pruning
+    from joulebench.data import read_examples
+    from joulebench.energy import EnergySettings
+    from joulebench.finetune import TrainSettings
+    from joulebench.models import Precision, resolve_model_path
+    from joulebench.served_model import CellSpec, serve_cell
+    from joulebench.serving import GenerationSettings, Server, measure_serving, pinned_figures
+
+    described = {**cell, "pruning_label": f"noise probe {probe}", "pruning_method": "none"}
+    with failures_recorded(record, described, lambda: None):
+        prompts = [e.prompt for e in read_examples(Path(test))]
+        settings = EnergySettings.from_config(energy)
+        spec = CellSpec(resolve_model_path(cell["model"], model, built_model), None,
+                        Precision.from_config(int(cell["bits"]), training), Pruning("none"),
+                        trust_remote_code=bool(model.get("trust_remote_code", False)))  # fmt: skip
+        with measuring(energy) as (monitor, span):
+            with monitor.window("prepare"):
+                served = serve_cell(spec)
+            server = Server(served.model, served.tokenizer, prompts, GenerationSettings.from_config(generation),
+                            TrainSettings.from_config(training).max_prompt_tokens)  # fmt: skip
+            serving = measure_serving(monitor, {"reference": server}, settings.warmup, settings.repeats, name="probe")
+            details = provenance(monitor, energy, span)
+        passes = serving.rounds.passes["reference"]
+        atomic_write_json(record, {
+            "cell": described, "status": "ok", "probe": probe,
+            "result": {**pinned_figures(passes), "repeats": [asdict(p) for p in passes],
+                       "energy": serving.rounds.window, "generation_loop_s": serving.loop_s},
+            "provenance": details,
+        })  # fmt: skip
+
+
+FINALIST_ROLES = ("rank", "base", "baseline", "highest ρ", "least energy")
+
+
+def choose_finalists(
+    rows: list[dict[str, Any]], dataset: str, top_k: int, lifecycle: dict[str, Any], cost_column: str
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """The cells the report compares side by side, each with its roles: the final ranking's top k ("rank 1", …),
+    the optimised-vs-baseline table's baseline, the at-a-glance picks (highest ρ, least energy) and the base model of
+    each of their models ("base")."""
+    from joulebench.lifecycle import LifecycleSettings, find_baseline
+
+    tuned = [r for r in rows if r["dataset"] == dataset and r["status"] == "ok" and "rank" in r]
+    roles: dict[int, list[str]] = {}
+
+    def add(row: dict[str, Any] | None, role: str) -> None:
+        if row is not None:
+            roles.setdefault(id(row), []).append(role)
+
+    for row in sorted(tuned, key=lambda r: r["rank"]):
+        if row["rank"] <= top_k:
+            add(row, f"rank {row['rank']}")
+    optimised = min(tuned, key=lambda r: r["rank"], default=None)
+    model = optimised["model"] if optimised else ""
+    add(find_baseline(rows, LifecycleSettings.from_config(lifecycle), dataset, model), "baseline")  # type: ignore[arg-type]
+    if tuned:
+        add(max(tuned, key=lambda r: (r["rho"], -r["rank"])), "highest ρ")
+        add(min(tuned, key=lambda r: (r[cost_column], r["rank"])), "least energy")
+    chosen = [r for r in rows if id(r) in roles]
+    for model in dict.fromkeys(r["model"] for r in chosen):
+        base = next((r for r in rows if r["dataset"] == dataset and r["model"] == model and r["is_reference"]
+                     and r["status"] == "ok"), None)  # fmt: skip
+        add(base, "base")
+    return [(r, roles[id(r)]) for r in rows if id(r) in roles]
+
+
+def finalist_spec(row: dict[str, Any], config: dict[str, Any]) -> Any:
+    """The CellSpec that rebuilds a summary row's model as its evaluation served it."""
+    from joulebench import cells as grid
+    from joulebench.models import Precision, resolve_model_path
+    from joulebench.served_model import CellSpec
+
+    spec = config["models"][row["model"]]
+    built = grid.embedded_model_dir(row["dataset"], row["model"]) if spec["source"] == "embedded" else None
+    bits, epochs = int(row["bits"]), int(row["epochs"])
+    adapter = None
+    if epochs:
+        adapter = Path(grid.FinetuneCell(row["dataset"], row["model"], bits, epochs, row["training"]).dir) / "adapter"
+    variant = row["variant"]
+    return CellSpec(
+        resolve_model_path(row["model"], spec, built),
+        adapter,
+        Precision.from_config(bits, grid.training_for(config, bits, epochs)),
+        grid.pruning_settings(config).get(variant, grid.Pruning("none")),
+        grid.early_exit_settings(config).get(variant),
+        bool(spec.get("trust_remote_code", False)),
+    )
+
+
+def measure_finalists(
+    dataset: str,
+    evaluations: list[str],
+    trainings: list[str],
+    train: str,
+    test: str,
+    config: dict[str, Any],
+    record: str,
+) -> None:
+    """Re-measure the finalists of one dataset in one job, side by side: every model built first (inside `prepare`),
+    then `repeats` rounds in which each runs one pinned pass and one answer pass (A B C … A B C …), so drift hits all
+    of them alike. Their ratios against the base model and against each other are then paired (aggregate)."""
+    from joulebench.data import read_examples
+    from joulebench.energy import EnergySettings
+    from joulebench.finetune import TrainSettings
+    from joulebench.prune import CalibrationSettings
+    from joulebench.rank import RankingSettings, add_ranking
+    from joulebench.served_model import serve_cell
+    from joulebench.serving import GenerationSettings, Server, measure_serving
+    from joulebench.sparse_kernels import current_capability, plan_kernels, to_semi_structured
+    from joulebench.summary import cell_key
+
+    settings = RankingSettings.from_config(config)
+    rows, _, _ = load_records(evaluations, trainings, settings.rho)
+    rows = [r for r in rows if r["dataset"] == dataset]
+    add_ranking(rows, settings, int(config["top_k"]))
+    chosen = choose_finalists(rows, dataset, int(config["top_k"]), config.get("lifecycle") or {},
+                              settings.cost_column)  # fmt: skip
+    energy = config["energy"]
+    described = {"dataset": dataset, "job": "finalists"}
+    with failures_recorded(record, described, lambda: None):
+        if not chosen:
+            raise ValueError(f"dataset {dataset}: no evaluated cell to re-measure")
+        measurement = EnergySettings.from_config(energy)
+        prompts = [e.prompt for e in read_examples(Path(test))]
+        calibration_examples = read_examples(Path(train))
+        calibration = CalibrationSettings.from_config(config["pruning"].get("calibration", {}))
+        generation = GenerationSettings.from_config(config["generation"])
+        with measuring(energy) as (monitor, span):
+            servers: dict[str, Any] = {}
+            forms: dict[str, str] = {}
+            with monitor.window("prepare"):
+                for index, (row, _) in enumerate(chosen):
+                    spec = finalist_spec(row, config)
+                    served = serve_cell(spec, calibration_examples, calibration)
+                    plan = plan_kernels(spec.pruning, spec.precision, config["pruning"].get("sparse_kernels", True),
+                                        current_capability())  # fmt: skip
+                    if plan and plan.sparse:
+                        to_semi_structured(served.model)
+                    forms[f"f{index}"] = plan.label if plan else ""
+                    training = TrainSettings.from_config(grid_training(config, row))
+                    servers[f"f{index}"] = Server(served.model, served.tokenizer, prompts, generation,
+                                                  training.max_prompt_tokens, served.decode)  # fmt: skip
+            serving = measure_serving(monitor, servers, measurement.warmup, measurement.repeats,
+                                      answers=list(servers), name="finalists")  # fmt: skip
+            details = provenance(monitor, energy, span)
+        passes = serving.rounds.passes
+        finalists = []
+        for index, (row, roles) in enumerate(chosen):
+            key = f"f{index}"
+            finalists.append({
+                "cell_key": list(cell_key(row)),
+                "cell": {name: row[name] for name in ("dataset", "model", "training", "bits", "epochs", "variant")},
+                "label": finalist_label(row),
+                "roles": roles,
+                "kernel": forms[key],
+                "rounds": {
+                    "tokens_per_s": [p.tokens_per_s for p in passes[key]],
+                    "j_per_token": [p.j_per_token for p in passes[key]],
+                    "wh_per_query": [p.wh_per_query for p in passes[f"{key}:answers"]],
+                    "answer_tokens": [p.tokens for p in passes[f"{key}:answers"]],
+                },
+            })  # fmt: skip
+        atomic_write_json(record, {
+            "dataset": dataset, "cell": described, "status": "ok", "rounds": measurement.repeats,
+            "order": [finalist_label(row) for row, _ in chosen], "finalists": finalists,
+            "energy": serving.rounds.window, "generation_loop_s": serving.loop_s, "provenance": details,
+        })  # fmt: skip
+
+
+def grid_training(config: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    from joulebench.cells import training_for
+
+    return training_for(config, int(row["bits"]), int(row["epochs"]))
+
+
+def finalist_label(row: dict[str, Any]) -> str:
+    """b<bits> e<epochs> <variant>, with the model and the training variant where they are not the default."""
+    from joulebench.cells import REFERENCE_TRAINING
+
+    label = f"{row['model']} b{row['bits']} e{row['epochs']} {row['pruning']}"
+    return label + (f" ({row['training']})" if row["training"] != REFERENCE_TRAINING.id else "")
 
 
 def aggregate(
     evaluations: list[str],
     trainings: list[str],
     selections: list[str],
-    w: float,
+    ranking: dict[str, Any],
     k: int,
     out_csv: str,
     out_json: str,
     builds: list[str] = (),
     lifecycle: dict[str, Any] | None = None,
+    probes: list[str] = (),
+    finalists: list[str] = (),
 ) -> None:
-    """`summary.csv` and `summary.json`: the ranked rows with their lifecycle energy and carbon, and for the report
-    also the training series, the selections that chose the pruned cells, example answers and when and how the
-    results were measured. Each cell's `predictions.jsonl` sits beside its `eval.json`; each embedded model's
-    `pretrain.json` (in `builds`) sits in results/models/<dataset>/<model>/."""
+    """`summary.csv` and `summary.json`: the ranked rows with their lifecycle energy and carbon, energy and speed
+    verdicts against the run's noise floor, the finalists' paired figures, and for the report also the terms of R,
+    how the winner moves with Q and w, the training series, the selections that chose the pruned cells, example
+    answers and when and how the results were measured. Each cell's `predictions.jsonl` sits beside its
+    `eval.json`; each embedded model's `pretrain.json` (in `builds`) sits in results/models/<dataset>/<model>/."""
+    from joulebench.comparisons import add_paired, add_verdicts, noise_floors
     from joulebench.lifecycle import LifecycleSettings, add_lifecycle
+    from joulebench.rank import RankingSettings, add_ranking, sensitivity
     from joulebench.summary import (
-        add_ranking,
         add_uncertainty,
         answer_examples,
         cell_key,
@@ -390,24 +608,50 @@ def aggregate(
         write_summary,
     )
 
-    rows, evaluation_records, training_records = load_records(evaluations, trainings)
-    add_ranking(rows, w, k)
+    settings = RankingSettings(**ranking)
+    rows, evaluation_records, training_records = load_records(evaluations, trainings, settings.rho)
+    terms = add_ranking(rows, settings, k)
     built = {Path(path).parts[-3:-1]: load_json(Path(path))["result"]["energy"]["total_kwh"] for path in builds}
     for row in rows:
         if (kwh := built.get((row["dataset"], row["model"]))) is not None:
             row["build_kwh"] = kwh
     add_lifecycle(rows, LifecycleSettings.from_config(lifecycle or {}))
+    probe_records = [load_json(Path(path)) for path in probes]
+    floors = noise_floors(rows, probe_records)
+    add_verdicts(rows, floors)
+    finalist_records = [load_json(Path(path)) for path in finalists]
+    paired = add_paired(rows, finalist_records, floors, cell_key)
     predictions = {cell_key(row): read_predictions(Path(path).with_name("predictions.jsonl"))
                    for row, path in zip(rows, evaluations, strict=True) if row["status"] == "ok"}  # fmt: skip
-    add_uncertainty(rows, predictions, w)
+    add_uncertainty(rows, predictions, settings)
+    moves = sensitivity(rows, settings)
+    for table in moves.values():
+        for entry in (*table["queries"], *table["w"]):
+            if "row" in entry:
+                winner = rows[entry.pop("row")]
+                entry.update(cell=finalist_label(winner), cell_key=list(cell_key(winner)))
     write_summary(rows, Path(out_csv))
     atomic_write_json(out_json, {
         "rows": rows,
+        "ranking": terms,
+        "sensitivity": moves,
+        "noise_floor": {key: floor.to_dict() for key, floor in floors.items()},
+        "finalists": paired,
+        "metrics": metric_descriptions(evaluation_records),
         "training": [training_series(r) for r in training_records if r["status"] == "ok"],
         "selection": {Path(path).stem: load_json(Path(path)) for path in selections},
         "examples": answer_examples(rows, predictions),
-        "run": run_summary(evaluation_records + training_records),
+        "run": run_summary(evaluation_records + training_records + probe_records + finalist_records),
     })  # fmt: skip
+
+
+def metric_descriptions(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics' signatures (how each was computed), as the evaluation jobs recorded them."""
+    for record in records:
+        info = record.get("result", {}).get("quality_info", {})
+        if info.get("signatures"):
+            return {"signatures": info["signatures"], "floor_method": info.get("floor_method", "")}
+    return {}
 
 
 class RunIncomplete(Exception):
@@ -481,7 +725,7 @@ def report(summary: str, config: dict[str, Any], template_dir: str, out_html: st
     import yaml
 
     from joulebench.cells import prunes_all
-    from joulebench.rank import RANKING_NOTE
+    from joulebench.rank import RankingSettings, ranking_note
     from joulebench.report import ReportInputs, write_report
     from joulebench.report_text import energy_note, training_note
     from joulebench.summary import load_json
@@ -498,12 +742,18 @@ def report(summary: str, config: dict[str, Any], template_dir: str, out_html: st
         top_k=int(config["top_k"]),
         provenance=details,
         energy_note=energy_note(data["rows"]),
-        ranking_note=RANKING_NOTE,
+        ranking_note=ranking_note(RankingSettings.from_config(config)),
         training_note=training_note(data["training"]),
         prune_all=prunes_all(config),
         run_info=run_info(data.get("run", {}), config),
         examples=data.get("examples", []),
         lifecycle=config.get("lifecycle") or {},
+        # None where the summary predates the section: the report says so instead of inventing figures.
+        ranking=data.get("ranking"),
+        sensitivity=data.get("sensitivity"),
+        noise_floor=data.get("noise_floor"),
+        finalists=data.get("finalists"),
+        metrics=data.get("metrics"),
     )
     write_report(inputs, Path(template_dir), Path(out_html), Path(out_pdf))
 

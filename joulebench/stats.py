@@ -38,9 +38,3 @@ def joules_per_token(kwh: float, tokens: int) -> float:
     if tokens <= 0:
         raise ValueError(f"cannot divide energy by {tokens} generated tokens")
     return kwh * JOULES_PER_KWH / tokens
-
-
-def wh_per_1k_queries(kwh: float, queries: int) -> float:
-    if queries <= 0:
-        raise ValueError(f"cannot divide energy by {queries} queries")
-    return kwh * 1000 / queries * 1000

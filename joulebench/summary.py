@@ -12,7 +12,8 @@ from typing import Any
 from joulebench.cells import REFERENCE_TRAINING
 from joulebench.classification import CLASS_COLUMNS
 from joulebench.io import atomic_write_text
-from joulebench.rank import Ranked, rank_cells, rho
+from joulebench.rank import RESCALED, RankingSettings, rho
+from joulebench.stats import joules_per_token
 
 
 def to_float(value: Any) -> float | None:
@@ -29,18 +30,25 @@ def to_float(value: Any) -> float | None:
 COLUMNS = [
     "dataset", "model", "training", "precision", "sparse_training", "bits", "epochs", "pruning", "pruning_method",
     "status", "is_reference", "build_kwh", "train_kwh", "prepare_kwh", "infer_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh",
-    "total_kwh", "emissions_kg", "lifecycle_kwh", "lifecycle_kg", "lifecycle_inference_share", "lifecycle_build_kwh",
+    "total_kwh", "emissions_kg", "deploy_wh_per_query", "wh_per_query", "wh_per_query_ci95",
+    "answer_tokens_per_query", "lifecycle_kwh", "lifecycle_kg", "lifecycle_inference_share", "lifecycle_build_kwh",
     "lifecycle_finetune_kwh", "lifecycle_compress_kwh", "lifecycle_inference_kwh",
-    "bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine", "accuracy", "macro_f1", "auc_roc",
+    "bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine", "bertscore_f1_raw", "cosine_raw",
+    "bertscore_f1_floor", "cosine_floor", "accuracy", "macro_f1", "auc_roc",
     "cpu_source", "gpu_source", "ram_source", "idle_w", "gross_kwh", "net_kwh",
-    "infer_kwh_ci95", "infer_j_per_token", "infer_j_per_token_ci95", "wh_per_1k_queries", "repeats", "energy_cv",
-    "tokens_per_s", "tokens_per_s_ci95", "latency_s", "latency_s_ci95", "batch_latency_s", "peak_mem_mb",
-    "model_size_mb", "sparsity", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token",
+    "infer_kwh_ci95", "infer_j_per_token", "infer_j_per_token_ci95", "repeats", "energy_cv",
+    "tokens_per_s", "tokens_per_s_ci95", "ttft_s", "ttft_s_ci95", "tpot_s", "tpot_s_ci95", "batch_latency_s",
+    "peak_mem_mb", "model_size_mb", "sparsity", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token",
     "early_exit", "mean_exit_layer", "exit_layers", "exit_compute_fraction", "train_sparsity", "train_matmul_dtype",
     "phi", "rho", "score", "rank", "finetune_rank", "finetune_score", "top_k",
+    "energy_vs", "energy_ratio", "energy_ratio_lo", "energy_ratio_hi", "energy_verdict",
+    "speed_ratio", "speed_ratio_lo", "speed_ratio_hi", "speed_verdict",
+    "energy_ratio_base", "energy_verdict_base", "speed_ratio_base", "speed_verdict_base",
+    "finalist", "paired_energy_ratio", "paired_energy_ratio_lo", "paired_energy_ratio_hi", "paired_energy_verdict",
+    "paired_speed_ratio", "paired_speed_ratio_lo", "paired_speed_ratio_hi", "paired_speed_verdict",
     "delta_rho", "delta_rho_lo", "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first",
     "delta_parent_rho", "delta_parent_rho_lo", "delta_parent_rho_hi", "verdict_parent_rho",
-    "train_loss_first", "train_loss_last", "train_wall_s", "generated_tokens",
+    "train_loss_first", "train_loss_last", "train_wall_s", "generated_tokens", "answer_tokens",
     "energy_source", "tracking_mode", "peak_mem_kind", "error",
 ]  # fmt: skip
 
@@ -49,10 +57,13 @@ def load_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dict[str, Any]:
+def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mode: str = RESCALED) -> dict[str, Any]:
+    """One summary row: the cell's energy (fine-tuning, prepare, one pinned pass), its serving figures and quality.
+    `rho_mode` says which quality columns ρ averages (see joulebench.rank)."""
     cell = evaluation["cell"]
     row: dict[str, Any] = {key: cell[key] for key in ("dataset", "model", "bits", "epochs")}
     row["training"] = cell.get("training", REFERENCE_TRAINING.id)
+    row["variant"] = cell["pruning"]  # the post-training variant's id (its output folder); `pruning` is its label
     row["pruning"] = cell["pruning_label"]
     row["pruning_method"] = cell.get("pruning_method", cell["pruning"])
     row["early_exit"] = cell["pruning_label"] if row["pruning_method"] == "early-exit" else ""
@@ -65,11 +76,10 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
         return row
     result = evaluation["result"]
     repeats = result["infer_kwh"]["n"]
-    # The inference window spans the timed repeats exactly: per pass over the test set is the window / repeats.
-    per_pass = {key: result["energy"][key] / repeats for key in ("cpu_kwh", "gpu_kwh", "ram_kwh", "emissions_kg")}
-    windows = [result["prepare_energy"], per_pass]
+    pinned_pass = result["pass_energy"]  # one pinned pass over the test prompts, mean of the timed passes
+    windows = [result["prepare_energy"], pinned_pass]
     row["train_kwh"] = 0.0
-    net = result["prepare_energy"]["net_kwh"] + result["infer_net_kwh"]["mean"]
+    net = result["prepare_energy"]["net_kwh"] + pinned_pass["net_kwh"]
     if training is not None:
         train = training["result"]
         windows.append(train["energy"])
@@ -90,10 +100,17 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
     row["total_kwh"] = row["gross_kwh"] = row["cpu_kwh"] + row["gpu_kwh"] + row["ram_kwh"]
     row["net_kwh"] = net
     row["emissions_kg"] = sum(window["emissions_kg"] for window in windows)
+    row["wh_per_query"], row["wh_per_query_ci95"] = result["wh_per_query"]["mean"], result["wh_per_query"]["ci95"]
+    row["answer_tokens_per_query"] = result["answer_tokens_per_query"]
+    row["answer_tokens"] = result["answer_tokens"]
     row.update(result["quality"])
+    floors = result.get("quality_info", {}).get("floors", {})
+    for metric in ("bertscore_f1", "cosine"):
+        if floors.get(metric, {}).get("value") is not None:
+            row[f"{metric}_floor"] = floors[metric]["value"]
     classes = result.get("classification", {})
     row.update({column: classes[column] for column in CLASS_COLUMNS if column in classes})
-    row["rho"] = rho(result["quality"])
+    row["rho"] = rho(result["quality"], rho_mode)
     sources = result["energy"]["sources"]
     for component in ("cpu", "gpu", "ram"):
         row[f"{component}_source"] = sources.get(component, "")
@@ -105,9 +122,13 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
     row["repeats"] = repeats
     row["infer_j_per_token"] = result["j_per_token"]["mean"]
     row["infer_j_per_token_ci95"] = result["j_per_token"]["ci95"]
-    row["wh_per_1k_queries"] = result["wh_per_1k_queries"]
-    for key in ("tokens_per_s", "latency_s"):
-        row[key], row[f"{key}_ci95"] = result[key]["mean"], result[key]["ci95"]
+    row["tokens_per_s"], row["tokens_per_s_ci95"] = result["tokens_per_s"]["mean"], result["tokens_per_s"]["ci95"]
+    for key in ("ttft_s", "tpot_s"):
+        if result.get(key):
+            row[key], row[f"{key}_ci95"] = result[key]["mean"], result[key]["ci95"]
+    # Per timed pass, for the energy and speed verdicts (summary.json only).
+    row["j_per_token_repeats"] = [joules_per_token(p["energy"]["total_kwh"], p["tokens"]) for p in result["repeats"]]
+    row["tokens_per_s_repeats"] = [p["tokens"] / p["generation_s"] for p in result["repeats"]]
     for key in ("peak_mem_mb", "model_size_mb", "peak_mem_kind"):
         row[key] = result[key]
     row["batch_latency_s"] = result["batch_s"]["mean"]
@@ -120,37 +141,13 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None) -> dic
     if result["speedup_vs_dense"] is not None:
         row["speedup_vs_dense"] = result["speedup_vs_dense"]
         row["dense_j_per_token"] = result["dense_comparison"]["j_per_token"]["mean"]
+    row["started_utc"] = evaluation.get("provenance", {}).get("started_utc", "")
     return row
 
 
 def main_dtype(counts: dict[str, int]) -> str:
     """The operand dtype most of a training step's matmuls ran in (e.g. "bfloat16" under bf16 autocast)."""
     return max(counts, key=lambda dtype: counts[dtype]) if counts else ""
-
-
-def add_ranking(rows: Sequence[dict[str, Any]], w: float, k: int) -> None:
-    """Final rank over all tuned cells of a dataset; the fine-tune rank over its unpruned cells picks the top k."""
-    base = {(r["dataset"], r["model"]): r["total_kwh"] for r in rows if r["is_reference"] and r["status"] == "ok"}
-    for r in rows:
-        if r["is_reference"] and r["status"] == "ok":
-            r["phi"] = 1.0
-    for dataset in sorted({r["dataset"] for r in rows}):
-        tuned = [
-            r for r in rows
-            if r["dataset"] == dataset and not r["is_reference"] and r["status"] == "ok"
-            and (r["dataset"], r["model"]) in base
-        ]  # fmt: skip
-        for r, ranked in zip(tuned, _rank(tuned, base, w), strict=True):
-            r.update(phi=ranked.phi, score=ranked.score, rank=ranked.rank)
-        unpruned = [r for r in tuned if r["pruning"] == "none"]
-        for r, ranked in zip(unpruned, _rank(unpruned, base, w), strict=True):
-            r.update(finetune_rank=ranked.rank, finetune_score=ranked.score, top_k=int(ranked.rank <= k))
-
-
-def _rank(rows: Sequence[dict[str, Any]], base: dict[tuple[str, str], float], w: float) -> list[Ranked]:
-    return rank_cells(
-        [r["total_kwh"] for r in rows], [base[(r["dataset"], r["model"])] for r in rows], [r["rho"] for r in rows], w
-    )
 
 
 def write_summary(rows: Sequence[dict[str, Any]], path: Path) -> None:
@@ -222,22 +219,27 @@ def cell_key(row: dict[str, Any]) -> tuple[Any, ...]:
 def add_uncertainty(
     rows: Sequence[dict[str, Any]],
     predictions: dict[tuple[Any, ...], list[dict[str, Any]]],
-    w: float,
+    settings: RankingSettings,
     resamples: int = 2000,
     seed: int = 0,
 ) -> None:
     """Paired bootstrap intervals of every quality metric against the base model (`delta_<m>`, `_lo`, `_hi`,
     `verdict_<m>`), of a pruned cell's ρ against its unpruned parent (`delta_parent_rho`, ...), and how often each
     cell ranks first when the test items are resampled: over all tuned cells (`p_first`) and over the unpruned ones
-    that the top-k selection ranked (`finetune_p_first`). Cells without per-item scores are left without them."""
+    that the top-k selection ranked (`finetune_p_first`). Cells without per-item scores are left without them; a
+    metric without a per-item value (a rescaled score whose floor could not be measured) gets no interval."""
+    from joulebench.rank import RHO_COLUMNS, cost
     from joulebench.uncertainty import CellSample, item_rho, paired_bootstrap, rank_stability
+
+    columns = RHO_COLUMNS[settings.rho]
 
     def item_scores(row: dict[str, Any]) -> dict[str, list[float]] | None:
         """Per metric, the row's per-item scores in test-item id order (the pairing is by item)."""
         items = sorted(predictions.get(cell_key(row), []), key=lambda item: str(item["id"]))
         if not items or any("scores" not in item for item in items):
             return None
-        return {metric: [item["scores"][metric] for item in items] for metric in items[0]["scores"]}
+        metrics = [m for m in items[0]["scores"] if all(item["scores"].get(m) is not None for item in items)]
+        return {metric: [item["scores"][metric] for item in items] for metric in metrics}
 
     bases = {(r["dataset"], r["model"]): r for r in rows if r["is_reference"] and r["status"] == "ok"}
     parents = {cell_key(r)[:-1]: r for r in rows if r["pruning"] == "none" and r["status"] == "ok"}
@@ -251,17 +253,22 @@ def add_uncertainty(
             cell, reference = scores[cell_key(row)], scores[cell_key(base)]
             if cell is None or reference is None:
                 continue
-            for metric, interval in paired_bootstrap(cell, reference, resamples, seed).items():
+            intervals = paired_bootstrap(cell, reference, resamples, seed, rho_columns=columns)
+            for metric, interval in intervals.items():
                 row.update({f"delta_{metric}": interval.estimate, f"delta_{metric}_lo": interval.low,
                             f"delta_{metric}_hi": interval.high, f"verdict_{metric}": interval.verdict})  # fmt: skip
-            samples.append((row, CellSample(row["total_kwh"], base["total_kwh"], item_rho(cell))))
+            row_cost, base_cost = cost(row, settings), cost(base, settings)
+            if "rho" in intervals and row_cost is not None and base_cost is not None and "rank" in row:
+                samples.append((row, CellSample(row_cost, base_cost, item_rho(cell, columns))))
             parent = parents.get(cell_key(row)[:-1])
             parent_scores = scores[cell_key(parent)] if parent is not None and parent is not row else None
             if parent_scores is not None:
-                interval = paired_bootstrap(cell, parent_scores, resamples, seed)["rho"]
-                row.update(delta_parent_rho=interval.estimate, delta_parent_rho_lo=interval.low,
-                           delta_parent_rho_hi=interval.high, verdict_parent_rho=interval.verdict)  # fmt: skip
+                interval = paired_bootstrap(cell, parent_scores, resamples, seed, rho_columns=columns).get("rho")
+                if interval is not None:
+                    row.update(delta_parent_rho=interval.estimate, delta_parent_rho_lo=interval.low,
+                               delta_parent_rho_hi=interval.high, verdict_parent_rho=interval.verdict)  # fmt: skip
         unpruned = [sample for sample in samples if sample[0]["pruning"] == "none"]
         for key, chosen in (("p_first", samples), ("finetune_p_first", unpruned)):
-            for (row, _), share in zip(chosen, rank_stability([c for _, c in chosen], w, resamples, seed), strict=True):
+            shares = rank_stability([c for _, c in chosen], settings.w, resamples, seed)
+            for (row, _), share in zip(chosen, shares, strict=True):
                 row[key] = share

@@ -7,10 +7,11 @@ and held fixed under resampling, so the intervals and rank shares say nothing ab
 Intervals are percentile intervals of the paired bootstrap of the difference of means, cell − base. An interval that
 contains zero is never called an improvement.
 
-Per item, ρ is the mean of that item's seven sentence-level scores (QUALITY_COLUMNS), and a cell's ρ here is the mean
-of those per-item values, which equals the mean of the seven metric means. This differs from the ρ in the ranked
-tables, which use corpus-level BLEU (n-gram counts pooled over the test set) rather than the mean of sentence BLEU:
-the intervals and rank shares here are about per-item differences, not about the tables' exact values.
+Per item, ρ is the mean of that item's seven sentence-level scores (the ranking's ρ columns, joulebench.rank), and a
+cell's ρ here is the mean of those per-item values, which equals the mean of the seven metric means. This differs from
+the ρ in the ranked tables, which use corpus-level BLEU (n-gram counts pooled over the test set) rather than the mean
+of sentence BLEU: the intervals and rank shares here are about per-item differences, not about the tables' exact
+values.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from joulebench.metrics import QUALITY_COLUMNS
+from joulebench.metrics import QUALITY_COLUMNS, RAW_QUALITY_COLUMNS
 from joulebench.rank import rank_cells
 
 
@@ -50,9 +51,13 @@ class CellSample:
     item_rho: Sequence[float]
 
 
-def item_rho(scores: Mapping[str, Sequence[float]]) -> list[float]:
-    """Per item, the mean of its QUALITY_COLUMNS scores."""
-    return _item_rho_array(_columns(scores, "scores")).tolist()
+# Every metric column that gets an interval: the headline columns, then the raw values the rescaled ones come from.
+INTERVAL_COLUMNS = list(dict.fromkeys([*QUALITY_COLUMNS, *RAW_QUALITY_COLUMNS]))
+
+
+def item_rho(scores: Mapping[str, Sequence[float]], columns: Sequence[str] = QUALITY_COLUMNS) -> list[float]:
+    """Per item, the mean of its scores in `columns` (the ranking's ρ columns)."""
+    return _item_rho_array(_columns(scores, "scores", columns), columns).tolist()
 
 
 def paired_bootstrap(
@@ -61,18 +66,19 @@ def paired_bootstrap(
     resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
+    rho_columns: Sequence[str] = QUALITY_COLUMNS,
 ) -> dict[str, Interval]:
     """Cell − base difference of means with a paired percentile bootstrap interval, per metric and for "rho".
 
-    Covers every metric of QUALITY_COLUMNS present in both; "rho" (per item the mean of its seven metric scores) is
-    added when all seven are present in both. Items are aligned by position.
+    Covers every metric of INTERVAL_COLUMNS present in both; "rho" (per item the mean of its `rho_columns` scores)
+    is added when all of them are present in both. Items are aligned by position.
     """
     _check_resampling(resamples)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    metrics = [name for name in QUALITY_COLUMNS if name in cell and name in base]
+    metrics = [name for name in INTERVAL_COLUMNS if name in cell and name in base]
     if not metrics:
-        raise ValueError(f"cell and base share none of the quality metrics {', '.join(QUALITY_COLUMNS)}")
+        raise ValueError(f"cell and base share none of the quality metrics {', '.join(INTERVAL_COLUMNS)}")
     cell_scores = {name: _as_array(cell[name], f"cell {name}") for name in metrics}
     base_scores = {name: _as_array(base[name], f"base {name}") for name in metrics}
     n = len(cell_scores[metrics[0]])
@@ -83,8 +89,8 @@ def paired_bootstrap(
                 f"expected {n} of each (items are aligned by position)"
             )
     differences = {name: cell_scores[name] - base_scores[name] for name in metrics}
-    if len(metrics) == len(QUALITY_COLUMNS):
-        differences["rho"] = _item_rho_array(cell_scores) - _item_rho_array(base_scores)
+    if all(name in cell_scores for name in rho_columns):
+        differences["rho"] = _item_rho_array(cell_scores, rho_columns) - _item_rho_array(base_scores, rho_columns)
     indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     tail = (1 - confidence) / 2
     intervals = {}
@@ -116,11 +122,11 @@ def rank_stability(cells: Sequence[CellSample], w: float, resamples: int = 1000,
     return (firsts / resamples).tolist()
 
 
-def _columns(scores: Mapping[str, Sequence[float]], what: str) -> dict[str, np.ndarray]:
-    for name in QUALITY_COLUMNS:
+def _columns(scores: Mapping[str, Sequence[float]], what: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+    for name in names:
         if name not in scores:
             raise ValueError(f"{what} lack the quality metric {name}")
-    columns = {name: _as_array(scores[name], f"{what} {name}") for name in QUALITY_COLUMNS}
+    columns = {name: _as_array(scores[name], f"{what} {name}") for name in names}
     lengths = {len(values) for values in columns.values()}
     if len(lengths) > 1:
         counts = ", ".join(f"{name} {len(values)}" for name, values in columns.items())
@@ -128,8 +134,8 @@ def _columns(scores: Mapping[str, Sequence[float]], what: str) -> dict[str, np.n
     return columns
 
 
-def _item_rho_array(columns: Mapping[str, np.ndarray]) -> np.ndarray:
-    return np.mean([columns[name] for name in QUALITY_COLUMNS], axis=0)
+def _item_rho_array(columns: Mapping[str, np.ndarray], names: Sequence[str] = QUALITY_COLUMNS) -> np.ndarray:
+    return np.mean([columns[name] for name in names], axis=0)
 
 
 def _as_array(values: Sequence[float], what: str) -> np.ndarray:

@@ -11,6 +11,7 @@ from joulebench import cells as grid
 from joulebench import preflight
 from joulebench.codedeps import job_code
 from joulebench.jobs import package_versions
+from joulebench.rank import RankingSettings
 
 
 # Checks before anything runs (joulebench/preflight.py): the config, its datasets, models and paths, from the working
@@ -42,8 +43,16 @@ def code(job):
 SOFTWARE = canonical(package_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate", "tokenizers",
                                        "codecarbon", "nltk", "rouge-score", "bert-score", "sentence-transformers")))
 ENERGY = canonical(config["energy"])
-# Jobs with energy windows claim the one `energy_window` slot (profiles set the limit to 1) unless overlap is allowed.
-ENERGY_WINDOW = 0 if config["energy"].get("allow_overlap", False) else 1
+RANKING = canonical(RankingSettings.from_config(config).to_dict())
+# Measured jobs never overlap unless energy.allow_overlap: each claims the one `energy_window` slot, whose limit is 1
+# unless the command line sets it (--resources energy_window=N), and, being alone, all the cores (nothing else then
+# runs beside its windows). Each job also holds a machine-wide lock while it measures (joulebench/exclusive.py).
+EXCLUSIVE = not config["energy"].get("allow_overlap", False)
+ENERGY_WINDOW = 1 if EXCLUSIVE else 0
+MEASURED_THREADS = workflow.cores if EXCLUSIVE else 1
+if "energy_window" not in workflow.global_resources:
+    workflow.register_resource("energy_window", 1)
+NOISE_PROBES = int(config["energy"].get("noise_probes", 3))
 # GPUs each measured job asks for (`gpu` is the resource name Snakemake's SLURM plugin and the profiles use).
 GPUS_PER_JOB = int(config.get("gpus_per_job", 0))
 
@@ -177,3 +186,45 @@ def build_records(wildcards):
 
 def train_records(wildcards):
     return [f"{cell.dir}/train.json" for cell in FINETUNE_CELLS]
+
+
+def noise_probe_records(wildcards):
+    """The reference cells' re-measurements (rules/evaluate.smk: probe_reference), every (dataset, model)'s."""
+    return [
+        f"results/probes/{cell.dataset}/{cell.model}/{index}/probe.json"
+        for cell in grid.reference_cells(config)
+        for index in range(1, NOISE_PROBES + 1)
+    ]
+
+
+def probe_after(wildcards):
+    """What probe `index` of NOISE_PROBES waits for, so the probes spread over the run: the first waits for nothing
+    but the base model, the last for every evaluation, the ones between for a growing share of the unpruned
+    evaluations."""
+    index = int(wildcards.index)
+    if index == 1:
+        return []
+    if index == NOISE_PROBES:
+        return eval_records(wildcards)
+    records = unpruned_records(wildcards)
+    return records[: round(len(records) * (index - 1) / (NOISE_PROBES - 1))]
+
+
+def finalist_records(wildcards):
+    return [f"results/finalists/{dataset}/finalists.json" for dataset in config["datasets"]]
+
+
+def dataset_adapters(wildcards):
+    return [f"{cell.dir}/adapter" for cell in FINETUNE_CELLS if cell.dataset == wildcards.dataset]
+
+
+def dataset_base_models(wildcards):
+    return [
+        grid.embedded_model_dir(wildcards.dataset, model)
+        for model, spec in config["models"].items()
+        if spec["source"] == "embedded"
+    ]
+
+
+def dataset_eval_records(wildcards):
+    return [path for path in eval_records(wildcards) if path.startswith(f"results/eval/{wildcards.dataset}/")]

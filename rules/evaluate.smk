@@ -23,7 +23,7 @@ rule evaluate:
         sparse_kernels=canonical(config["pruning"].get("sparse_kernels", True)),
         software=SOFTWARE,
     cache: True
-    threads: 1
+    threads: MEASURED_THREADS
     resources:
         energy_window=ENERGY_WINDOW,
         gpu=GPUS_PER_JOB,
@@ -48,6 +48,8 @@ rule class_centroids:
         software=SOFTWARE,
     cache: True
     threads: 1
+    resources:
+        energy_window=ENERGY_WINDOW,  # a minute of embedding on the CPU: not beside a measured window
     log:
         "logs/data/{dataset}/class_centroids.log",
     conda:
@@ -66,7 +68,7 @@ checkpoint select_for_pruning:
     output:
         selection="results/selection/{dataset}.json",
     params:
-        w=canonical(config["w"]),
+        ranking=RANKING,
         top_k=canonical(config["top_k"]),
     log:
         "logs/selection/{dataset}.log",
@@ -76,3 +78,64 @@ checkpoint select_for_pruning:
         CONTAINER
     script:
         "../scripts/select_for_pruning.py"
+
+
+# The run's noise floor: the reference cell re-measured NOISE_PROBES times, spread over the run (see probe_after).
+rule probe_reference:
+    input:
+        test="results/data/{dataset}/test.jsonl",
+        base=base_model_input,
+        after=probe_after,
+        code=code("probe_reference"),
+    output:
+        record="results/probes/{dataset}/{model}/{index}/probe.json",
+    params:
+        cell=lambda w: canonical({"dataset": w.dataset, "model": w.model, "bits": int(config["reference_bits"]),
+                                  "epochs": 0, "training": grid.REFERENCE_TRAINING.id, "pruning": "none"}),
+        model=model_param,
+        training=lambda w: canonical(grid.training_for(config, int(config["reference_bits"]), 0)),
+        generation=canonical(config["generation"]),
+        energy=ENERGY,
+        software=SOFTWARE,
+    threads: MEASURED_THREADS
+    resources:
+        energy_window=ENERGY_WINDOW,
+        gpu=GPUS_PER_JOB,
+    log:
+        "logs/probes/{dataset}/{model}/{index}.log",
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
+    script:
+        "../scripts/probe_reference.py"
+
+
+# The finalists of a dataset (the final ranking's top k, the base model, the baseline, the at-a-glance picks)
+# re-measured side by side in one job, interleaved in rounds.
+rule finalists:
+    input:
+        evaluations=dataset_eval_records,
+        trainings=dataset_train_records,
+        adapters=dataset_adapters,
+        bases=dataset_base_models,
+        test="results/data/{dataset}/test.jsonl",
+        train="results/data/{dataset}/train.jsonl",
+        code=code("measure_finalists"),
+    output:
+        record="results/finalists/{dataset}/finalists.json",
+    params:
+        config=lambda w: canonical({key: config[key] for key in config if key != "datasets"}),
+        software=SOFTWARE,
+    threads: MEASURED_THREADS
+    resources:
+        energy_window=ENERGY_WINDOW,
+        gpu=GPUS_PER_JOB,
+    log:
+        "logs/finalists/{dataset}.log",
+    conda:
+        "../envs/joulebench.yaml"
+    container:
+        CONTAINER
+    script:
+        "../scripts/finalists.py"

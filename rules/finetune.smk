@@ -15,7 +15,7 @@ rule finetune:
         software=SOFTWARE,
         checkpoint=lambda w: canonical(f"checkpoints/{w.dataset}/{w.model}/{w.training}/b{w.bits}-e{w.epochs}.pt"),
     cache: True
-    threads: 1
+    threads: MEASURED_THREADS
     resources:
         energy_window=ENERGY_WINDOW,
         gpu=GPUS_PER_JOB,

@@ -4,12 +4,14 @@ rule aggregate:
         trainings=train_records,
         selections=selection_records,
         builds=build_records,
+        probes=noise_probe_records,
+        finalists=finalist_records,
         code=code("aggregate"),
     output:
         csv="results/summary.csv",
         json="results/summary.json",
     params:
-        w=canonical(config["w"]),
+        ranking=RANKING,
         top_k=canonical(config["top_k"]),
         lifecycle=canonical(config.get("lifecycle", {})),
     log:
@@ -53,6 +55,8 @@ rule run_status:
     input:
         evaluations=eval_records,
         trainings=train_records,
+        probes=noise_probe_records,
+        finalists=finalist_records,
         report="results/report.pdf",
         code=code("run_status"),
     output:

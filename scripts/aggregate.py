@@ -7,10 +7,12 @@ with job_context(sm.log[0], sm.threads):
         list(sm.input.evaluations),
         list(sm.input.trainings),
         list(sm.input.selections),
-        params["w"],
+        params["ranking"],
         params["top_k"],
         sm.output.csv,
         sm.output.json,
         builds=list(sm.input.builds),
         lifecycle=params["lifecycle"],
+        probes=list(sm.input.probes),
+        finalists=list(sm.input.finalists),
     )

@@ -4,5 +4,5 @@ sm = snakemake  # noqa: F821
 with job_context(sm.log[0], sm.threads):
     params = decoded(sm.params)
     select_for_pruning(
-        list(sm.input.evaluations), list(sm.input.trainings), params["w"], params["top_k"], sm.output.selection
+        list(sm.input.evaluations), list(sm.input.trainings), params["ranking"], params["top_k"], sm.output.selection
     )

@@ -14,8 +14,9 @@ from .test_report import SCRIPT, realistic_rows, realistic_training
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def _cell(name: str, kwh: Any, rho: Any, status: str = "ok", **extra: Any) -> dict[str, Any]:
-    return {"name": name, "total_kwh": kwh, "rho": rho, "status": status, **extra}
+def _cell(name: str, wh: Any, rho: Any, status: str = "ok", **extra: Any) -> dict[str, Any]:
+    """A cell by its energy per query over the deployment (the ranking's cost) and its quality."""
+    return {"name": name, "deploy_wh_per_query": wh, "rho": rho, "status": status, **extra}
 
 
 def _names(rows) -> list[str]:
@@ -45,6 +46,16 @@ def test_pareto_front_ties():
     assert _names(pareto_front(rows)) == ["a", "b"]
 
 
+def test_pareto_front_is_by_deployment_energy_per_query_not_total_kwh():
+    """A cell that is cheap over one test pass (total kWh) but costly per deployed query is dominated."""
+    rows = [
+        _cell("cheap-per-query", 1.0, 0.3, total_kwh=9.0),
+        _cell("cheap-per-pass", 2.0, 0.3, total_kwh=1.0),
+        {"name": "old-summary", "total_kwh": 0.5, "rho": 0.9, "status": "ok"},  # no deploy_wh_per_query: left out
+    ]
+    assert _names(pareto_front(rows)) == ["cheap-per-query"]
+
+
 def test_pareto_front_leaves_out_failed_and_incomplete_rows():
     rows = [
         _cell("failed-but-great", 0.1, 0.9, status="failed"),
@@ -65,7 +76,7 @@ def test_pareto_front_of_the_realistic_rows_per_dataset():
         "rca": ["base", "b4 e1", "b4 e1 magnitude 2:4", "b4 e3", "b16 e3", "b32 e3"],
         "saf": ["base", "b4 e1", "b4 e1 magnitude 30%"],
     }
-    energies = [float(r["total_kwh"]) for r in fronts["rca"]]
+    energies = [float(r["deploy_wh_per_query"]) for r in fronts["rca"]]
     rhos = [float(r["rho"]) for r in fronts["rca"]]
     assert energies == sorted(energies) and rhos == sorted(rhos)
 
@@ -193,6 +204,7 @@ def test_figures_say_what_they_plot(svgs):
     assert "Δρ against the unpruned parent" in pruning and "Δρ against the base model" in pruning
     assert "magnitude 2:4 · b4 e1" in pruning
     pareto = _texts(svgs["pareto"])
+    assert charts.PARETO_ENERGY_LABEL in pareto and "deploy_wh_per_query" in pareto and "total energy" not in pareto
     for label in ("b4 e1 magnitude 2:4", "b16 e3", "b32 e3", "b4 e1 magnitude 30%"):
         assert label in pareto, label
     assert "b8 e3" not in pareto, "dominated cells are not named"

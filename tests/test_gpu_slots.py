@@ -13,7 +13,9 @@ from joulebench import gpu_slots
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"):
+        monkeypatch.setenv(name, "")  # recorded, so whatever a claim sets is undone after the test
+        monkeypatch.delenv(name)
     yield
     gpu_slots.release_all()
 
@@ -40,3 +42,18 @@ def test_a_scheduler_choice_or_no_gpu_claims_nothing(tmp_path, monkeypatch):
     assert gpu_slots.claim_gpu(count=0, lock_dir=tmp_path) is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert gpu_slots.claim_gpu(count=4, lock_dir=tmp_path) is None and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_the_device_order_is_pinned_to_pci_bus_order_unless_the_user_chose(tmp_path, monkeypatch):
+    """CUDA's default order puts the fastest card first; NVML (and the lock files' numbers) go by PCI bus id."""
+    assert gpu_slots.pin_device_order() == "PCI_BUS_ID" and os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    assert gpu_slots.pin_device_order() == "FASTEST_FIRST"
+
+
+def test_a_claim_pins_the_device_order_too(tmp_path, monkeypatch):
+    assert gpu_slots.claim_gpu(count=2, lock_dir=tmp_path) == 0
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    monkeypatch.delenv("CUDA_DEVICE_ORDER")
+    assert gpu_slots.claim_gpu(count=2, lock_dir=tmp_path) is None  # a device already chosen: the order is pinned
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"

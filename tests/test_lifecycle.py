@@ -29,8 +29,9 @@ def cell(bits: int = 32, epochs: int = 3, pruning: str = "none", rank: int | Non
         "status": "ok", "is_reference": int(epochs == 0), "precision": "32-true", "sparse_training": "dense",
         "build_kwh": 0.5, "train_kwh": train, "prepare_kwh": 0.001, "infer_kwh": infer,
         "total_kwh": train + 0.001 + infer, "emissions_kg": (train + 0.001 + infer) * 0.03,
-        "wh_per_1k_queries": infer * 1e6 / TEST_QUERIES, "train_wall_s": 100.0 * epochs, "peak_mem_mb": 800.0,
-        "model_size_mb": bits * 2.0, "batch_latency_s": 0.04 * bits / 32 + 0.01, "accuracy": 0.8, "auc_roc": 0.9,
+        "wh_per_query": infer * 1000 / TEST_QUERIES, "train_wall_s": 100.0 * epochs, "peak_mem_mb": 800.0,
+        "model_size_mb": bits * 2.0, "batch_latency_s": 0.04 * bits / 32 + 0.01, "ttft_s": 0.002 * bits / 32 + 0.001,
+        "tpot_s": 0.001 * bits / 32 + 0.0005, "accuracy": 0.8, "auc_roc": 0.9,
         "cpu_source": "rapl", "gpu_source": "nvml-counter", "ram_source": "codecarbon-estimate",
         "rank": rank, "score": None if rank is None else 1 - rank / 10, "rho": 0.4,
     }  # fmt: skip
@@ -71,7 +72,7 @@ def test_sum_is_each_stage_energy_times_its_factor():
     assert measured_factor_g_per_kwh(row) == measured and measured == pytest.approx(30.0)
     cycle = lifecycle_of(row, settings)
     energies = {"build": 0.5, "finetune": row["train_kwh"], "compress": row["prepare_kwh"],
-                "inference": row["wh_per_1k_queries"] / 1000 * 250_000 / 1000}  # fmt: skip
+                "inference": row["wh_per_query"] * 250_000 / 1000}  # fmt: skip
     factors = {"build": 420.0, "finetune": measured, "compress": measured, "inference": 35.5}
     assert {s.stage: s.kwh for s in cycle.stages} == energies
     assert {s.stage: s.g_per_kwh for s in cycle.stages} == factors
@@ -79,8 +80,8 @@ def test_sum_is_each_stage_energy_times_its_factor():
     assert cycle.kwh == sum(energies.values())
     assert cycle.kg == sum(energies[stage] * factors[stage] / 1000 for stage in STAGES)
     assert cycle.inference_share == energies["inference"] / cycle.kwh
-    # The inference stage is Wh per 1,000 queries scaled to the volume: 3.75 Wh/1k × 250k = 937.5 Wh.
-    assert row["wh_per_1k_queries"] == pytest.approx(3.75) and energies["inference"] == pytest.approx(0.9375)
+    # The inference stage is the energy per query scaled to the volume: 3.75 mWh × 250k = 937.5 Wh.
+    assert row["wh_per_query"] == pytest.approx(0.00375) and energies["inference"] == pytest.approx(0.9375)
 
 
 def test_unset_factors_reproduce_the_runs_own_emissions():
@@ -102,7 +103,7 @@ def test_add_lifecycle_fills_ok_rows_and_leaves_failed_ones():
 def test_missing_values_stay_blank():
     rows = [
         cell(32, 3, build_kwh=""),  # a hub model: no build energy, so the build stage is not counted
-        cell(16, 3, wh_per_1k_queries=""),  # no inference figure: no lifecycle at all
+        cell(16, 3, wh_per_query=""),  # no inference figure: no lifecycle at all
         cell(8, 3, emissions_kg=None),  # no measured factor: energy but no carbon
         cell(4, 3, total_kwh=0.0),
     ]
@@ -159,8 +160,8 @@ def test_changes_and_directions():
     table = optimised_vs_baseline(grid(), LifecycleSettings(queries=10_000), "rca")
     assert table is not None
     measures = {m["key"]: m for m in table["measures"]}
-    assert list(measures) == ["train_wall_s", "peak_mem_mb", "model_size_mb", "batch_latency_s", "train_kwh",
-                              "infer_kwh_per_1k", "lifecycle_kwh", "lifecycle_kg", "accuracy", "auc_roc"]
+    assert list(measures) == ["train_wall_s", "peak_mem_mb", "model_size_mb", "batch_latency_s", "ttft_s", "tpot_s",
+                              "train_kwh", "wh_per_query", "lifecycle_kwh", "lifecycle_kg", "accuracy", "auc_roc"]
     size = measures["model_size_mb"]
     assert (size["baseline"], size["optimised"], size["change_pct"]) == (64.0, 8.0, -87.5)
     assert size["better"] == "lower" and size["improved"] is True
@@ -168,7 +169,8 @@ def test_changes_and_directions():
     assert measures["peak_mem_mb"]["change_pct"] == 0 and measures["peak_mem_mb"]["improved"] is None
     assert measures["accuracy"]["better"] == "higher" and measures["accuracy"]["improved"] is False
     assert measures["auc_roc"]["improved"] is True
-    assert measures["infer_kwh_per_1k"]["baseline"] == pytest.approx(0.005)  # 0.2 Wh per 40 queries
+    assert measures["wh_per_query"]["baseline"] == pytest.approx(0.005)  # 0.2 Wh per 40 queries
+    assert measures["ttft_s"]["better"] == "lower" and measures["tpot_s"]["improved"] is True
     cycles = table["lifecycle"]
     assert measures["lifecycle_kwh"]["optimised"] == cycles["optimised"].kwh
     assert measures["lifecycle_kg"]["baseline"] == cycles["baseline"].kg

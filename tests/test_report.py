@@ -66,6 +66,9 @@ SAF_CELLS = [
 METRIC_SHARE = {"bleu": 0.2, "rouge1": 1.2, "rouge2": 0.6, "rougeL": 1.1, "meteor": 0.9, "bertscore_f1": 1.6,
                 "cosine": 1.4}  # fmt: skip
 P_FIRST = {1: 0.46, 2: 0.31, 3: 0.12, 4: 0.06}
+QUERIES = 40
+# The run's noise floor of rca (5 % on energy per token, 4 % on tokens/s): ratios within ×0.952 … ×1.05 are noise.
+ENERGY_FLOOR, SPEED_FLOOR = 0.05, 0.04
 TRAINING_RCA = {  # (bits, epochs): (losses, epoch_kwh)
     (4, 1): ([0.7071], [6.637e-05]),
     (4, 3): ([0.7071, 0.5801, 0.5434], [6.742e-05, 6.650e-05, 6.478e-05]),
@@ -87,10 +90,14 @@ def _cell_row(dataset: str, model: str, cell: tuple, base_total: float, top_k: i
         "train_kwh": train, "prepare_kwh": total - train - infer, "infer_kwh": infer, "infer_kwh_ci95": infer * 0.035,
         "cpu_kwh": 0.29 * total, "gpu_kwh": 0.0, "ram_kwh": 0.71 * total, "total_kwh": total,
         "gross_kwh": total, "net_kwh": 0.0, "emissions_kg": total * 0.0039, "idle_w": 15.0, "repeats": 5,
-        "energy_cv": 0.03, "infer_j_per_token": infer * 3.6e6 / 1920, "wh_per_1k_queries": infer * 1e6 / 40,
+        "energy_cv": 0.03, "infer_j_per_token": infer * 3.6e6 / 1920, "infer_j_per_token_ci95": infer * 3.6e4 / 1920,
+        # One test pass is QUERIES queries; the ranking's Q is QUERIES too, so deploy = total kWh × 1000 / QUERIES.
+        "wh_per_query": infer * 1000 / QUERIES, "wh_per_query_ci95": infer * 20 / QUERIES,
+        "deploy_wh_per_query": total * 1000 / QUERIES, "answer_tokens_per_query": 12.0,
         "cpu_source": "codecarbon-estimate", "gpu_source": "none", "ram_source": "codecarbon-estimate",
         "energy_source": "cpu=codecarbon-estimate; gpu=none; ram=codecarbon-estimate", "tracking_mode": "process",
-        "tokens_per_s": 1500.0 - 20 * bits, "latency_s": 0.03, "peak_mem_mb": 650.0,
+        "tokens_per_s": 1500.0 - 20 * bits, "tokens_per_s_ci95": 12.0, "ttft_s": 0.004, "ttft_s_ci95": 0.0002,
+        "tpot_s": 0.001 * bits / 16, "tpot_s_ci95": 0.00005, "peak_mem_mb": 650.0, "training": "32-true_dense",
         "model_size_mb": {4: 2.7, 8: 5.3, 16: 7.5, 32: 15.0}[bits],
         "sparsity": (0.5 if "2:4" in pruning else 0.3) if pruned else 0.0,
         "sparse_kernel": DENSE_LABEL if pruned else "",
@@ -126,10 +133,169 @@ def _add_uncertainty(rows: list[dict[str, Any]]) -> None:
             row.update(delta_parent_rho=delta, delta_parent_rho_lo=delta - 0.005, delta_parent_rho_hi=delta + 0.005)
 
 
+def _judge(ratio: float, low: float, high: float, floor: float) -> str:
+    return "lower" if high < 1 / (1 + floor) else "higher" if low > 1 + floor else "within noise"
+
+
+def _add_verdicts(rows: list[dict[str, Any]]) -> None:
+    """Energy and speed verdicts as joulebench.comparisons.add_verdicts writes them (unpaired, ±10 % intervals)."""
+    base = next(r for r in rows if r["is_reference"])
+    parents = {(r["bits"], r["epochs"]): r for r in rows if r["pruning"] == "none" and not r["is_reference"]}
+    base.update(energy_vs="reference", energy_verdict="reference", speed_verdict="reference")
+    for row in rows:
+        if row["is_reference"]:
+            continue
+        pruned = row["pruning"] != "none"
+        other = parents[(row["bits"], row["epochs"])] if pruned else base
+        row["energy_vs"] = "unpruned parent" if pruned else "base model"
+        for suffix, against in (("", other), ("_base", base)):
+            for figure, key, floor in (("energy", "infer_j_per_token", ENERGY_FLOOR),
+                                       ("speed", "tokens_per_s", SPEED_FLOOR)):  # fmt: skip
+                ratio = row[key] / against[key]
+                low, high = ratio * 0.9, ratio * 1.1
+                row.update({f"{figure}_ratio{suffix}": ratio, f"{figure}_ratio{suffix}_lo": low,
+                            f"{figure}_ratio{suffix}_hi": high,
+                            f"{figure}_verdict{suffix}": _judge(ratio, low, high, floor)})  # fmt: skip
+        row["energy_reason"] = "" if row["energy_verdict"] != "within noise" else "the interval includes 1"
+
+
+# The finalists of rca, re-measured side by side: (bits, epochs, pruning) -> roles, paired energy and speed ratios
+# (estimate, low, high) against the base model.
+RCA_FINALISTS = {
+    (32, 0, "none"): (["base"], None, None),
+    (4, 1, "magnitude 2:4"): (["rank 1"], (0.82, 0.78, 0.86), (1.04, 0.97, 1.11)),
+    (4, 1, "none"): (["rank 2", "least energy"], (0.97, 0.93, 1.02), (1.01, 0.95, 1.07)),
+    (4, 1, "magnitude 30%"): (["rank 3"], (0.9, 0.85, 0.95), (1.02, 0.96, 1.08)),
+    (32, 3, "none"): (["baseline", "highest ρ"], (1.15, 1.09, 1.21), (0.8, 0.76, 0.84)),
+}
+
+
+def _ratio(values: tuple[float, float, float]) -> dict[str, Any]:
+    return {"estimate": values[0], "low": values[1], "high": values[2], "paired": True, "reason": ""}
+
+
+def _paired(cell: str, against: str, energy: tuple, speed: tuple) -> dict[str, Any]:
+    judged = {figure: _judge(*values, floor) for figure, values, floor in
+              (("energy", energy, ENERGY_FLOOR), ("speed", speed, SPEED_FLOOR))}  # fmt: skip
+    return {
+        "cell": cell, "against": against, "rounds": 5, "energy": _ratio(energy), "speed": _ratio(speed),
+        **{f"{figure}_verdict": {"verdict": verdict, "reason": "" if verdict != "within noise" else
+                                  "the interval includes 1"} for figure, verdict in judged.items()},
+    }  # fmt: skip
+
+
+def _finalist_label(bits: int, epochs: int, pruning: str) -> str:
+    return f"tiny-llama b{bits} e{epochs} {pruning}"
+
+
+def rca_finalists() -> dict[str, Any]:
+    base = _finalist_label(32, 0, "none")
+    finalists = []
+    for (bits, epochs, pruning), (roles, energy, speed) in RCA_FINALISTS.items():
+        entry: dict[str, Any] = {"label": _finalist_label(bits, epochs, pruning), "roles": roles,
+                                 "cell_key": ["rca", "tiny-llama", "32-true_dense", bits, epochs, pruning]}  # fmt: skip
+        if energy is not None:
+            entry["vs_base"] = _paired(entry["label"], base, energy, speed)
+        finalists.append(entry)
+    return {
+        "dataset": "rca", "status": "ok", "rounds": 5, "order": [f["label"] for f in finalists], "finalists": finalists,
+        "optimised_vs_baseline": _paired(_finalist_label(4, 1, "magnitude 2:4"), _finalist_label(32, 3, "none"),
+                                         (0.71, 0.66, 0.76), (1.3, 1.22, 1.38)),
+    }  # fmt: skip
+
+
+def _add_paired(rows: list[dict[str, Any]], finalists: dict[str, Any]) -> None:
+    """The finalists' `finalist` and `paired_*` columns, as joulebench.comparisons.add_paired writes them."""
+    by_label = {f["label"]: f for f in finalists["finalists"]}
+    for row in rows:
+        found = by_label.get(_finalist_label(row["bits"], row["epochs"], row["pruning"]))
+        if found is None:
+            continue
+        row["finalist"] = ", ".join(found["roles"])
+        if "base" in found["roles"]:
+            row.update(paired_energy_verdict="reference", paired_speed_verdict="reference")
+            continue
+        for figure in ("energy", "speed"):
+            ratio = found["vs_base"][figure]
+            row.update({f"paired_{figure}_ratio": ratio["estimate"], f"paired_{figure}_ratio_lo": ratio["low"],
+                        f"paired_{figure}_ratio_hi": ratio["high"],
+                        f"paired_{figure}_verdict": found["vs_base"][f"{figure}_verdict"]["verdict"]})  # fmt: skip
+
+
+def new_sections() -> dict[str, Any]:
+    """summary.json's ranking, sensitivity, noise_floor, finalists and metrics sections for the realistic rows: rca
+    in deployment mode with every section; saf ranked paper-literally, its base model measured once and its
+    finalists job failed."""
+    def winner(cell: str, **values: Any) -> dict[str, Any]:
+        return {"cell": cell, "phi": 0.9, "rho": 0.23, "score": 0.84, "tied": 0, **values}
+
+    rank_1 = _finalist_label(4, 1, "magnitude 2:4")
+    measurements = [("evaluation", "2026-11-22T02:24:40+00:00", 0.0100, 1400.0),
+                    ("probe 1", "2026-11-22T02:28:10+00:00", 0.0104, 1450.0),
+                    ("probe 2", "2026-11-22T02:34:55+00:00", 0.0105, 1456.0)]  # fmt: skip
+    return {
+        "ranking": {
+            "rca": {"w": 0.7, "queries": QUERIES, "energy": "deployment", "rho": "rescaled",
+                    "cost_column": "deploy_wh_per_query", "base_cost": {"tiny-llama": 1.08e-05 * 1000 / QUERIES},
+                    "max_phi": 0.138, "max_rho": 0.4907, "ranked": 20, "finetune_max_phi": 0.131,
+                    "finetune_max_rho": 0.4812, "finetune_ranked": 12},
+            "saf": {"w": 0.7, "queries": 1_000_000, "energy": "paper-literal", "rho": "plain",
+                    "cost_column": "total_kwh", "base_cost": {"tiny-llama": 2.1e-05}, "max_phi": 0.14,
+                    "max_rho": 0.26, "ranked": 3},
+        },
+        "sensitivity": {
+            "rca": {
+                "queries": [winner(_finalist_label(4, 1, "none"), queries=1000, w=0.7),
+                            winner(rank_1, queries=1_000_000, w=0.7), winner(rank_1, queries=1_000_000_000, w=0.7)],
+                "w": [winner(_finalist_label(32, 3, "none"), w=0.3, queries=QUERIES),
+                      *(winner(rank_1, w=w, queries=QUERIES) for w in (0.5, 0.7, 0.9))],
+                "depends_on_queries": True,
+            },
+            "saf": {
+                "queries": [winner(_finalist_label(4, 1, "magnitude 30%"), queries=q, w=0.7)
+                            for q in (1000, 1_000_000, 1_000_000_000)],
+                "w": [winner(_finalist_label(4, 1, "magnitude 30%"), w=w, queries=1_000_000)
+                      for w in (0.3, 0.5, 0.7, 0.9)],
+                "depends_on_queries": False,
+            },
+        },
+        "noise_floor": {
+            "rca/tiny-llama": {
+                "reference": "tiny-llama b32 e0 (the base model)",
+                "energy_per_token": {"floor": ENERGY_FLOOR, "low": 0.0100, "high": 0.0105, "cv": 0.026,
+                                     "measurements": 3},
+                "tokens_per_s": {"floor": SPEED_FLOOR, "low": 1400.0, "high": 1456.0, "cv": 0.021, "measurements": 3},
+                "measurements": [{"source": source, "started_utc": started, "j_per_token": j, "tokens_per_s": tps}
+                                 for source, started, j, tps in measurements],
+                "method": "the reference cell (the base model, not fine-tuned) measured 3 times spread over the run "
+                          "(its own evaluation and 2 re-measurements); floor = max / min − 1 of those medians",
+            },
+            "saf/tiny-llama": {
+                "reference": "tiny-llama b32 e0 (the base model)",
+                "energy_per_token": {"floor": None, "low": None, "high": None, "cv": None, "measurements": 1},
+                "tokens_per_s": {"floor": None, "low": None, "high": None, "cv": None, "measurements": 1},
+                "measurements": [{"source": "evaluation", "started_utc": "2026-11-22T02:30:00+00:00",
+                                  "j_per_token": 0.02, "tokens_per_s": 900.0}],
+                "method": "the reference cell measured 1 time",
+            },
+        },
+        "finalists": [rca_finalists(), {"dataset": "saf", "status": "failed", "error": "CUDA out of memory"}],
+        "metrics": {"signatures": {
+            "bleu": "BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0",
+            "bertscore": "BERTScore|bert-score:0.3.13|model:all-MiniLM-L6-v2|layer:6|idf:no|F1 rescaled:random-pair "
+                         "floor of the test set",
+            "cosine": "cosine|sentence-transformers:6.2.0|model:all-MiniLM-L6-v2|pooling:mean|rescaled:random-pair "
+                      "floor of the test set",
+        }, "floor_method": ""},
+    }  # fmt: skip
+
+
 def realistic_rows(uncertainty: bool = True) -> list[dict[str, str]]:
     rca = [_cell_row("rca", "tiny-llama", cell, RCA_CELLS[0][5]) for cell in RCA_CELLS]
     if uncertainty:
         _add_uncertainty(rca)
+        _add_verdicts(rca)
+        _add_paired(rca, rca_finalists())
     saf = [_cell_row("saf", "tiny-llama", cell, SAF_CELLS[0][5]) for cell in SAF_CELLS]
     saf += [
         {"dataset": "saf", "model": "tiny-llama", "bits": 8, "epochs": 1, "pruning": "none", "pruning_method": "none",
@@ -181,13 +347,28 @@ def realistic_inputs(**overrides: Any) -> ReportInputs:
              "target": "Correct. The stack is LIFO.", "prediction": f"Correct. {SCRIPT} {IMG} & more",
              "base_prediction": ""},
         ],
+        **new_sections(),
     )  # fmt: skip
     values.update(overrides)
     return ReportInputs(**values)
 
 
+# Columns that summaries from before the noise floor, the finalists and the deployment cost did not have.
+NEW_COLUMNS = ("deploy_wh_per_query", "wh_per_query", "wh_per_query_ci95", "answer_tokens_per_query", "ttft_s",
+               "ttft_s_ci95", "tpot_s", "tpot_s_ci95", "energy_vs", "finalist", "training")  # fmt: skip
+NEW_PREFIXES = ("energy_", "speed_", "paired_")
+
+
+def old_inputs() -> ReportInputs:
+    """A summary from before the new sections and columns: no ranking terms, sensitivity, noise floor, finalists or
+    signatures, and rows without the new columns."""
+    rows = [{k: v for k, v in row.items() if k not in NEW_COLUMNS and not k.startswith(NEW_PREFIXES)}
+            for row in realistic_rows(uncertainty=False)]  # fmt: skip
+    return realistic_inputs(rows=rows, **dict.fromkeys(new_sections()))
+
+
 def hostile_inputs() -> ReportInputs:
-    """Names and model text that are markup, in every place data reaches the report."""
+    """Names and model text that are markup, in every place data reaches the report (the new sections included)."""
     rows = realistic_rows()
     for row in rows:
         if row["dataset"] == "saf":
@@ -197,12 +378,17 @@ def hostile_inputs() -> ReportInputs:
     for cell in training:
         if cell["dataset"] == "saf":
             cell["dataset"], cell["model"] = f"saf {SCRIPT}", f"tiny {IMG}"
+    sections = new_sections()
     return realistic_inputs(
         rows=rows, training=training,
         provenance={"hardware": IMG}, run_info={"region": SCRIPT, "container_image": IMG},
         examples=[{"dataset": f"saf {SCRIPT}", "cell": IMG, "id": SCRIPT, "target": IMG,
                    "prediction": f"{SCRIPT}{IMG}", "base_prediction": f"</td></tr></table>{SCRIPT}"}],
         config_yaml=f"note: {SCRIPT}\nlink: {IMG}\n",
+        metrics={"signatures": {"bleu": SCRIPT, "bertscore": f"BERTScore|model:{IMG}|layer:6"}},
+        noise_floor={**sections["noise_floor"], "rca/tiny-llama": {**sections["noise_floor"]["rca/tiny-llama"],
+                                                                   "method": IMG, "reference": SCRIPT}},
+        finalists=[{"dataset": "rca", "status": "failed", "error": SCRIPT}],
     )  # fmt: skip
 
 
@@ -307,8 +493,11 @@ def test_finetune_ranking_marks_the_top_k_as_pruned(tree):
     assert first[:5] == ["1", "4", "1", "0.829", f"{1.08e-05 / 7.829e-05:.3f}"]
     assert "52 %" in first  # finetune_p_first
     headers = [_text(th) for th in tables[0].iter(f"{XHTML}th")]
-    for name in ("R (score)", "φ", "ρ", "BLEU", "ROUGE‑1", "ROUGE‑2", "ROUGE‑L", "METEOR", "BERTScore F1", "cosine"):
+    for name in ("R (score)", "φ", "ρ", "BLEU ×100", "ROUGE‑1", "ROUGE‑2", "ROUGE‑L", "METEOR",
+                 "BERTScore F1 rescaled all-MiniLM-L6-v2, layer 6", "cosine rescaled all-MiniLM-L6-v2", "Wh / query",
+                 "deploy Wh / query", "energy / token vs base model", "tokens/s vs base model"):  # fmt: skip
         assert name in headers
+    assert "total kWh" not in headers
     saf = [[_text(td) for td in tr.iter(f"{XHTML}td")] for tr in _rows_of(tables[1])]
     assert [r[0] for r in saf] == ["1", "2"] and all(r[-1] == "→ pruned" for r in saf)
     assert saf[0][3] == "0.810"
@@ -323,8 +512,16 @@ def test_final_ranking_lists_reference_first_then_rank_with_kernel_marks(tree, h
     first_pruned = _text(_rows_of(tables[0])[1])
     assert "magnitude 2:4 †" in first_pruned
     assert DENSE_LABEL in html
-    for section in html.split("Results: ")[1:]:
-        assert section.count("RANKING-NOTE") == 2 and section.count("w = 0.7.") == 2
+    headers = [_text(th) for th in tables[0].iter(f"{XHTML}th")]
+    assert {"Wh / query", "deploy Wh / query", "compared with", "energy / token", "tokens/s"} <= set(headers)
+    assert "total kWh" not in headers
+    # The note under each table is rendered from the summary's terms of R: none of the configuration's note.
+    sections = [s.split('id="lifecycle-', 1)[0] for s in html.split("Results: ")[1:]]
+    assert "RANKING-NOTE" not in html
+    for section, (queries, energy) in zip(sections, (("Q = 40 queries", "deploy_wh_per_query"),
+                                                      ("ranking.energy: paper-literal", "total_kwh")), strict=True):
+        assert section.count("R = w·φ/max φ + (1−w)·ρ/max ρ over the ranked cells of a dataset, w = 0.7.") == 2
+        assert section.count("w = 0.7.") >= 2 and queries in section and energy in section
 
 
 def test_quality_table_shows_every_difference_with_its_interval(tree, html):
@@ -333,8 +530,9 @@ def test_quality_table_shows_every_difference_with_its_interval(tree, html):
     rows = _rows_of(tables[0])
     assert len(rows) == 20
     headers = [_text(th) for th in tables[0].iter(f"{XHTML}th")]
-    assert headers[-1] == "p(first)" and "Δ ρ" in headers and "Δ BERTScore F1" in headers
-    interval = re.compile(r"^[+-]\d\.\d{3} [▲▼○] ?\[-?\d\.\d{3}, -?\d\.\d{3}\]$")
+    assert headers[-1] == "p(first)" and "Δ ρ" in headers and "Δ BERTScore F1 rescaled" in headers
+    assert "Δ BLEU ×100" in headers
+    interval = re.compile(r"^[+-]\d+\.\d{2,3} [▲▼○] ?\[-?\d+\.\d{2,3}, -?\d+\.\d{2,3}\]$")
     for tr in rows:
         cells = [_text(td) for td in tr.iter(f"{XHTML}td")]
         assert all(interval.match(c) for c in cells[2:10]), cells
@@ -358,7 +556,7 @@ def test_a_difference_without_both_bounds_is_not_shown():
 
 
 def test_older_summaries_say_intervals_were_not_computed():
-    html = render_html(realistic_inputs(rows=realistic_rows(uncertainty=False)), TEMPLATES)
+    html = render_html(old_inputs(), TEMPLATES)
     assert html.count("Intervals were not computed") == 2
     assert "p(first)" not in html and "▲" not in html.split('id="energy"')[0]
     assert "Hatched bars have no interval" in html  # Fig. 6 falls back to the sign of the point estimate
@@ -421,6 +619,190 @@ def test_existing_callers_still_work():
     assert "no training losses with per-epoch energy recorded" in html
 
 
+# --- the first page: what the numbers mean ----------------------------------------------------------------------
+
+
+def _section(tree: ET.Element, section_id: str) -> ET.Element:
+    return next(s for s in tree.iter(f"{XHTML}section") if s.get("id") == section_id)
+
+
+def _cells(tr: ET.Element) -> list[str]:
+    return [_text(td) for td in tr if td.tag in (f"{XHTML}td", f"{XHTML}th")]
+
+
+def test_first_page_states_the_noise_floor_and_the_recommendation(html, tree):
+    first = _section(tree, "how-to-read")
+    text = _text(first)
+    assert html.index('id="how-to-read"') < html.index('id="dataset-1"')
+    # The noise floor: how often, when, how far it moved, the method and the rule.
+    assert ("rca / tiny-llama: tiny-llama b32 e0 (the base model) was measured 3 times (its own evaluation and 2 "
+            "re-measurements) between 2026-11-22 02:24:40 UTC and 2026-11-22 02:34:55 UTC (10 min 15 s apart)") in text
+    assert "Its energy per token moved by 5.0 % (0.0100 to 0.0105 J/token, CV 2.6 %)" in text
+    assert "its tokens/s by 4.0 % (1400 to 1456 tokens/s, CV 2.1 %)" in text
+    assert "outside ×0.952 … ×1.050, a tokens/s ratio outside ×0.962 … ×1.040" in text
+    assert "floor = max / min − 1 of those medians" in text
+    assert "called lower or higher only when its whole 95 % interval lies beyond the run's noise floor" in text
+    assert "saf / tiny-llama: tiny-llama b32 e0 (the base model) was measured 1 time" in text
+    assert "Its energy per token has no floor (fewer than two measurements)" in text
+    # The recommendation: the rank-1 cell, its paired figures against the base with their verdicts, Δρ, p(first).
+    recommendations = [d for d in first.iter(f"{XHTML}div") if d.get("class") == "recommendation"]
+    rca, saf = (_text(d) for d in recommendations)
+    assert rca.startswith("rca: the ranking puts b4 e1 magnitude 2:4 first of 20 ranked cells")
+    assert "energy per query against the base model (paired, 5 rounds) ×0.820 [0.780, 0.860]: lower" in rca
+    assert "tokens/s against the base model (paired) ×1.040 [0.970, 1.110]: within noise (the interval includes 1)" \
+        in rca  # fmt: skip
+    assert "Δρ against the base model (paired bootstrap 95 %) +0.136 [0.078, 0.194]: better" in rca
+    assert "p(first) = 46 %" in rca
+    assert "The winner changes with Q: 10³: b4 e1; 10⁶: b4 e1 magnitude 2:4; 10⁹: b4 e1 magnitude 2:4." in rca
+    assert "The winner changes with w: 0.3: b32 e3; 0.5: b4 e1 magnitude 2:4" in rca
+    assert ("What this run supports: b4 e1 magnitude 2:4 ranks first; uses less energy per query than the base model, "
+            "beyond the noise floor; its speed cannot be told from the base model's in this run") in rca
+    # saf: its finalists job failed, so no paired figure is invented; its ranking does not depend on Q.
+    assert "no paired figures: the finalists job failed: CUDA out of memory." in saf
+    assert "×" not in saf.split("Δρ")[0]
+    assert "Q does not enter this ranking (ranking.energy: paper-literal)" in saf
+    # The first page also names the finalists with their roles and paired figures.
+    finalists = {cells[0]: cells[1:] for tr in _tables(first, "finalists")[0].iter(f"{XHTML}tr")
+                 if (cells := _cells(tr))}  # fmt: skip
+    assert finalists["base"] == ["base", "reference", "reference"]
+    assert finalists["b4 e1 magnitude 2:4"] == ["rank 1", "↓ lower ×0.820 [0.780, 0.860]",
+                                                "≈ within noise ×1.040 [0.970, 1.110]"]  # fmt: skip
+    assert finalists["b32 e3"][0] == "baseline, highest ρ"
+    assert finalists["optimised vs baseline: b4 e1 magnitude 2:4 ÷ b32 e3"] == [
+        "rank 1 ÷ baseline", "↓ lower ×0.710 [0.660, 0.760]", "↑ higher ×1.300 [1.220, 1.380]"]
+    assert "saf: no paired figures: the finalists job failed" in text
+
+
+def test_at_a_glance_picks_least_deploy_energy_with_paired_figures(tree):
+    table = _tables(_section(tree, "how-to-read"), "glance")[0]
+    headers = [_text(th) for th in table.iter(f"{XHTML}th")]
+    assert headers == ["dataset", "criterion", "cell", "rank", "R (score)", "ρ", "deploy Wh / query",
+                       "energy / query vs base (paired)", "tokens/s vs base (paired)", "p(first)"]  # fmt: skip
+    picks: dict[tuple[str, str], list[str]] = {}
+    dataset = ""
+    for tr in _rows_of(table):
+        if len(cells := _cells(tr)) > 3:
+            dataset = cells[0] or dataset
+            picks[(dataset, cells[1])] = cells[2:]
+    assert picks[("rca", "best R")][:2] == ["b4 e1 magnitude 2:4", "1"]
+    assert picks[("rca", "best R")][5:7] == ["↓ lower ×0.820 [0.780, 0.860]", "≈ within noise ×1.040 [0.970, 1.110]"]
+    least = picks[("rca", "least energy")]
+    assert least[0] == "b4 e1" and least[4] == report.format_sig(7.829e-05 * 1000 / QUERIES)
+    assert least[5] == "≈ within noise ×0.970 [0.930, 1.020]"
+    assert picks[("rca", "highest ρ")][0] == "b32 e3"
+    assert picks[("saf", "least energy")][0] == "b4 e1"
+    assert "not re-measured side by side" in picks[("saf", "least energy")]
+
+
+def test_within_noise_is_printed_as_such(tree):
+    final = _tables(tree, "final")[0]
+    headers = [_text(th) for th in final.iter(f"{XHTML}th")]
+    column = headers.index("energy / token")
+    rows = {tr.get("data-rank"): tr for tr in _rows_of(final)}
+
+    def cell(rank: str, offset: int = 0) -> ET.Element:
+        return [td for td in rows[rank] if td.tag == f"{XHTML}td"][column + offset]
+
+    # b4 e1 against the base: ×0.877, its interval [0.789, 0.964] reaches into the floor's band (×0.952 …).
+    noise = cell("2")
+    assert _text(noise) == "≈ within noise ×0.877 [0.789, 0.964]" and "verdict-within-noise" in noise.get("class")
+    assert _text([td for td in rows["2"] if td.tag == f"{XHTML}td"][column - 1]) == "base model"
+    # b16 e1: ×0.755 [0.680, 0.831], wholly below ×0.952: lower; its speed is higher (×1.620).
+    assert _text(cell("4")).startswith("↓ lower ×0.755") and "verdict-better" in cell("4").get("class")
+    assert _text(cell("4", 1)).startswith("↑ higher") and "verdict-better" in cell("4", 1).get("class")
+    # A pruned cell is compared with its unpruned parent; the base model is the reference.
+    assert _text([td for td in rows["1"] if td.tag == f"{XHTML}td"][column - 1]) == "unpruned parent"
+    assert _text(cell("base")) == "reference"
+    verdicts = {_text(td).split(" ×")[0] for tr in _rows_of(final) for td in tr if "verdict" in (td.get("class") or "")}
+    assert verdicts <= {"≈ within noise", "↓ lower", "↑ higher", "reference"} and "≈ within noise" in verdicts
+
+
+def test_bleu_is_printed_times_100(tree):
+    for css in ("final", "finetune"):
+        table = _tables(tree, css)[0]
+        headers = [_text(th) for th in table.iter(f"{XHTML}th")]
+        column = headers.index("BLEU ×100")
+        first = [_text(td) for td in _rows_of(table)[1 if css == "final" else 0] if td.tag == f"{XHTML}td"]
+        # rank 1 of the final ranking (b4 e1 magnitude 2:4) and of the fine-tune ranking (b4 e1): BLEU = 0.2 ρ.
+        assert first[column] == f"{100 * 0.2 * (0.2329 if css == 'final' else 0.2114):.2f}"
+    quality = _tables(tree, "quality")[0]
+    first = [_text(td) for td in _rows_of(quality)[0] if td.tag == f"{XHTML}td"]
+    assert first[2].startswith(f"{100 * 0.2 * (0.2329 - 0.097):+.2f}")  # Δ BLEU ×100
+
+
+def test_sensitivity_tables_list_every_q_and_w_with_its_winner(tree, html):
+    rca = _section(tree, "dataset-1")
+    by_q = [_cells(tr) for tr in _rows_of(_tables(rca, "by-queries")[0])]
+    assert [(r[0], r[1], r[2]) for r in by_q] == [("10³ (1,000)", "0.7", "b4 e1"),
+                                                  ("10⁶ (1,000,000)", "0.7", "b4 e1 magnitude 2:4"),
+                                                  ("10⁹ (1,000,000,000)", "0.7", "b4 e1 magnitude 2:4")]  # fmt: skip
+    by_w = [_cells(tr) for tr in _rows_of(_tables(rca, "by-w")[0])]
+    assert [(r[0], r[1], r[2]) for r in by_w] == [("0.3", "40", "b32 e3"), ("0.5", "40", "b4 e1 magnitude 2:4"),
+                                                  ("0.7 (this run)", "40", "b4 e1 magnitude 2:4"),
+                                                  ("0.9", "40", "b4 e1 magnitude 2:4")]  # fmt: skip
+    assert "The winner changes with Q" in _text(rca)
+    saf = _section(tree, "dataset-2")
+    q_rows = [_cells(tr) for tr in _rows_of(_tables(saf, "by-queries")[0])]
+    assert [r[0] for r in q_rows] == ["10³ (1,000)", "10⁶ (1,000,000) (this run)", "10⁹ (1,000,000,000)"]
+    assert "The energy mode does not depend on Q (ranking.energy: paper-literal)" in _text(saf)
+
+
+def test_every_term_of_r_and_the_signatures_are_under_the_tables(tree):
+    rca = _text(_section(tree, "dataset-1"))
+    terms = ("Terms of R: w = 0.7; Q = 40 queries (ranking.queries; lifecycle.queries unless set); energy "
+             "(ranking.energy) = deployment: C = deploy_wh_per_query, Wh per query; ρ (ranking.rho) = rescaled; "
+             f"C_base, the base model's cost = tiny-llama: {report.format_sig(1.08e-05 * 1000 / QUERIES)} Wh per "
+             "query; max φ = 0.1380; max ρ = 0.4907; cells ranked = 20.")  # fmt: skip
+    assert rca.count(terms) == 1  # under the final ranking; the fine-tune ranking normalises over its own cells
+    assert rca.count("max φ = 0.1310; max ρ = 0.4812; cells ranked = 12.") == 1
+    assert rca.count("the last two rescaled against their floor") == 2  # the ρ definition of ranking.rho: rescaled
+    assert rca.count("BERTScore|bert-score:0.3.13|model:all-MiniLM-L6-v2|layer:6") == 2
+    saf = _text(_section(tree, "dataset-2"))
+    assert "energy (ranking.energy) = paper-literal: C = total_kwh, kWh" in saf
+    assert "ρ = the plain mean of BLEU" in saf
+
+
+def test_energy_table_has_the_serving_figures_and_verdicts(tree):
+    section = _section(tree, "energy")
+    table = _tables(section, "energy")[0]
+    headers = [_text(th) for th in table.iter(f"{XHTML}th")]
+    assert headers == ["dataset", "cell", "CPU kWh", "GPU kWh", "RAM kWh", "train kWh", "prepare kWh",
+                       "J / token, tokens pinned ±95% CI", "Wh / query, real lengths ±95% CI", "deploy Wh / query",
+                       "tokens/s ±95% CI", "ttft s, batch 1 ±95% CI", "tpot s, batch 1 ±95% CI", "compared with",
+                       "energy / token", "tokens/s"]  # fmt: skip
+    first = _cells(_rows_of(table)[1])  # rca, rank 1: b4 e1 magnitude 2:4
+    assert first[1] == "b4 e1 magnitude 2:4" and first[8] == f"{report.format_sig(5.117e-06 * 1000 / QUERIES)} ± " \
+        f"{report.format_sig(5.117e-06 * 20 / QUERIES)}"  # fmt: skip
+    assert first[11] == "0.00400 ± 2.00e-04" and first[13] == "unpruned parent"
+    text = _text(section)
+    assert "Wh / 1k queries" not in text
+    for words in ("J / token is from the timed passes over the test prompts with the number of generated tokens pinned",
+                  "Wh / query from answer passes that stop at end-of-sequence",
+                  "measured at batch 1, one prompt at a time: they are not a batch's time divided by its queries",
+                  "called lower or higher only when its whole 95 % interval lies beyond the run's noise floor",
+                  "so those figures are estimates, not measurements"):  # fmt: skip
+        assert words in text, words
+
+
+def test_an_old_summary_without_the_new_sections_renders():
+    html = render_html(old_inputs(), TEMPLATES)
+    tree = ET.fromstring(html)
+    first = _text(_section(tree, "how-to-read"))
+    assert "This summary has no noise floor (it predates the base model's re-measurements over the run)" in first
+    assert ("no paired figures: this summary has no finalists section (it predates the side-by-side "
+            "re-measurement)") in first
+    assert "not known: this summary has no sensitivity tables (it predates them)" in first
+    assert "least energy no cell has a deployment energy per query" in first
+    assert "RANKING-NOTE" in html and "this summary does not record the terms of R" in html
+    assert "this summary records no metric signatures" in html
+    assert "no evaluated cells with a deployment energy per query and a quality figure" in html
+    assert "BERTScore F1 rescaled" not in html  # raw scores, as the old summary had them
+    lifecycle = _lifecycle_sections(tree)["rca"]
+    measures = _table_cells(lifecycle, "lifecycle")
+    assert measures["energy: inference per query (real answer lengths)"][-1] == "no paired measurement: not tested"
+    assert "this summary has no finalists section" in _text(lifecycle)
+
+
 # --- optimised vs baseline ---------------------------------------------------------------------------------------
 
 
@@ -448,11 +830,13 @@ def test_optimised_vs_baseline_without_the_new_columns(tree, html):
     assert cells["training precision"] == ["32-true", "32-true"]
     assert cells["pruning / exit"] == ["none", "magnitude 2:4"]
     measures = _table_cells(rca, "lifecycle")
-    assert measures["inference time per batch"] == ["s", "", "", "", "lower"]  # not recorded: blank
-    assert measures["model size"] == ["MB", "15.0", "2.70", "-82.0 %", "lower"]
-    # Lifecycle kWh at 10⁶ queries: build not recorded, so fine-tuning + preparation + 10⁶ × Wh per 1k / 10⁶.
+    # Not recorded: blank; but measured side by side, so its verdict is the paired one (tokens/s higher: time lower).
+    assert measures["inference time per batch (tokens pinned)"] == [
+        "s", "", "", "", "lower", "lower paired tokens/s ×1.300 [1.220, 1.380]"]
+    assert measures["model size"] == ["MB", "15.0", "2.70", "-82.0 %", "lower", "one measurement each: not tested"]
+    # Lifecycle kWh at 10⁶ queries: build not recorded, so fine-tuning + preparation + 10⁶ × Wh per query / 1000.
     row = next(r for r in realistic_rows() if r["dataset"] == "rca" and r["bits"] == "4" and r["rank"] == "1")
-    expected = float(row["train_kwh"]) + float(row["prepare_kwh"]) + float(row["wh_per_1k_queries"])
+    expected = float(row["train_kwh"]) + float(row["prepare_kwh"]) + float(row["wh_per_query"]) * 1000
     assert measures["energy: lifecycle at 1,000,000 queries"][2] == format_kwh(expected)
     stages = _table_cells(rca, "lifecycle-stages")
     assert stages["build (pre-training the base model)"] == ["not recorded", "", "", "", "not recorded", "", "", ""]
@@ -483,12 +867,15 @@ def test_optimised_vs_baseline_with_the_new_columns():
     assert "Baseline b16 e1 bf16-mixed:" in lead and "5,000 queries" in lead
     assert "(epochs: the largest evaluated" in lead
     measures = _table_cells(rca, "lifecycle")
-    assert measures["inference time per batch"] == ["s", "0.250", "0.500", "+100.0 %", "lower"]
-    assert measures["accuracy"] == ["", "0.750", "0.700", "-6.7 %", "higher"]
+    # The finalists measured b32 e3 as the baseline, not this b16 e1: no paired verdict for this table.
+    assert measures["inference time per batch (tokens pinned)"] == [
+        "s", "0.250", "0.500", "+100.0 %", "lower", "no paired measurement: not tested"]
+    assert measures["accuracy"] == ["", "0.750", "0.700", "-6.7 %", "higher", "one measurement each: not tested"]
     assert measures["AUC-ROC"][3] == "+1.3 %"
-    worse = [td for tr in _tables(rca, "lifecycle")[0].iter(f"{XHTML}tr") for td in tr
-             if td.get("class") == "verdict-worse"]  # fmt: skip
-    assert [_text(td) for td in worse] == ["+100.0 %", "+22.2 %", "-6.7 %"]  # +0.0 % is not coloured
+    coloured = [td for tr in _tables(rca, "lifecycle")[0].iter(f"{XHTML}tr") for td in tr
+                if td.get("class") in ("verdict-worse", "verdict-better")]  # fmt: skip
+    assert coloured == []  # no change is coloured without a paired verdict
+    assert "not this table's optimised cell and baseline" in _text(rca)
     stages = _table_cells(rca, "lifecycle-stages")
     assert stages["build (pre-training the base model)"][:4] == ["0.250", "400", "configured", "0.100"]
     assert stages["inference at 5,000 queries"][1:3] == ["20.0", "configured"]
@@ -499,6 +886,42 @@ def test_optimised_vs_baseline_with_the_new_columns():
     saf = _lifecycle_sections(ET.fromstring(render_html(realistic_inputs(rows=rows, lifecycle=lifecycle), TEMPLATES)))
     cells = _table_cells(saf["saf"], "lifecycle-cells")
     assert cells["pruning / exit"] == ["none", "early exit τ=0.90"] and cells["mean exit layer"] == ["", "2.75"]
+
+
+def test_optimised_vs_baseline_verdicts_come_from_the_paired_rounds(tree):
+    rca = _lifecycle_sections(tree)["rca"]
+    table = _tables(rca, "lifecycle")[0]
+    headers = [_text(th) for th in table.iter(f"{XHTML}th")]
+    assert headers[-1] == "verdict (paired rounds)"
+    measures = _table_cells(rca, "lifecycle")
+    energy = measures["energy: inference per query (real answer lengths)"]
+    assert energy[-1] == "lower paired ×0.710 [0.660, 0.760]" and energy[3] == "-16.4 %"
+    assert measures["inference time per batch (tokens pinned)"][-1] == "lower paired tokens/s ×1.300 [1.220, 1.380]"
+    tested = {"energy: inference per query (real answer lengths)", "inference time per batch (tokens pinned)"}
+    assert all(cells[-1] == "one measurement each: not tested" for name, cells in measures.items()
+               if name not in tested and name != "measure")  # fmt: skip
+    # Only the tested change is coloured, in the way its verdict goes (less energy: better).
+    coloured = {(_cells(tr)[0], td.get("class")) for tr in table.iter(f"{XHTML}tr") for td in tr
+                if "verdict-" in (td.get("class") or "")}  # fmt: skip
+    assert coloured == {("energy: inference per query (real answer lengths)", "verdict-better"),
+                        ("energy: inference per query (real answer lengths)", "text verdict-better"),
+                        ("inference time per batch (tokens pinned)", "text verdict-better")}  # fmt: skip
+    assert "A change is coloured green or red only where its verdict says lower or higher" in _text(rca)
+
+
+def test_a_within_noise_paired_verdict_colours_nothing():
+    sections = new_sections()
+    ovb = sections["finalists"][0]["optimised_vs_baseline"]
+    ovb["energy"] = _ratio((0.96, 0.9, 1.02))
+    ovb["energy_verdict"] = {"verdict": "within noise", "reason": "the interval includes 1"}
+    html = render_html(realistic_inputs(finalists=sections["finalists"]), TEMPLATES)
+    rca = _lifecycle_sections(ET.fromstring(html))["rca"]
+    measures = _table_cells(rca, "lifecycle")
+    energy = measures["energy: inference per query (real answer lengths)"]
+    assert energy[-1] == "within noise paired ×0.960 [0.900, 1.020]"
+    energy_row = next(tr for tr in _tables(rca, "lifecycle")[0].iter(f"{XHTML}tr")
+                      if _cells(tr)[0].startswith("energy: inference per query"))  # fmt: skip
+    assert not any(td.get("class") in ("verdict-better", "verdict-worse") for td in energy_row)
 
 
 def test_optimised_vs_baseline_says_why_there_is_no_comparison():
@@ -602,7 +1025,9 @@ def test_pdf_pages_have_content_and_every_figure(rendered):
         assert title in flat, title
     for heading in ("Fine-tune ranking", "Final ranking after pruning", "Quality against the base model",
                     "Example answers", "Provenance", "→ pruned", "rca: Δρ against the unpruned parent",
-                    "Optimised vs baseline: rca", "Lifecycle carbon by stage"):  # fmt: skip
+                    "Optimised vs baseline: rca", "Lifecycle carbon by stage", "Recommendation",
+                    "The run's noise floor", "Finalists, measured side by side", "The winner against Q and w",
+                    "Energy and speed per cell"):  # fmt: skip
         assert heading in flat, heading
 
 

@@ -32,4 +32,19 @@ def test_training_note_gives_the_numbers():
 def test_shared_and_constant_sources_are_described():
     note = energy_note([{"cpu_source": "rapl (shared)", "gpu_source": "nvml-counter", "ram_source": "constant"}])
     assert note.startswith("RAM energy figures in this report are estimates")
-    assert "machine-wide while other cells may have run" in note
+    assert "(machine-wide: the whole CPU package, every process on it), shared while other cells may have run" in note
+
+
+def test_rapl_is_machine_wide_and_a_shared_gpu_says_what_it_covers():
+    from joulebench.report_text import describe
+
+    for tag in ("rapl", "codecarbon-rapl"):
+        assert "machine-wide: the whole CPU package, every process on it" in describe(tag)
+    assert describe("nvml-counter") == "measured from the GPU's NVML total-energy counter"
+    assert describe("nvml-counter (shared)", "gpu").endswith(
+        ", machine-wide (every GPU of the host, the job was given none of its own) while other cells may have run"
+    )
+    assert describe("codecarbon-estimate (shared)").endswith(", machine-wide while other cells may have run")
+    note = energy_note([{"cpu_source": "codecarbon-estimate", "gpu_source": "nvml-counter (shared)",
+                         "ram_source": "codecarbon-estimate (shared)"}])  # fmt: skip
+    assert "every GPU of the host" in note and "all of the machine's memory" in note

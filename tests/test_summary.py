@@ -7,7 +7,10 @@ import random
 import pytest
 
 from joulebench.metrics import QUALITY_COLUMNS
-from joulebench.summary import add_ranking, add_uncertainty, answer_examples, cell_key, run_summary
+from joulebench.rank import PAPER_LITERAL, RankingSettings, add_ranking
+from joulebench.summary import add_uncertainty, answer_examples, cell_key, run_summary
+
+SETTINGS = RankingSettings(w=0.7, energy=PAPER_LITERAL)  # these rows carry total_kwh only
 
 ITEMS = 40
 
@@ -37,13 +40,13 @@ def grid():
         cell_key(rows[2]): [dict(item) for item in items(0.6, 0.05, 1)],  # the same answers as its parent
         cell_key(rows[3]): items(0.6, 0.05, 3),
     }
-    add_ranking(rows, 0.7, 1)
+    add_ranking(rows, SETTINGS, 1)
     return rows, predictions
 
 
 def test_quality_differences_carry_intervals_and_honest_verdicts(grid):
     rows, predictions = grid
-    add_uncertainty(rows, predictions, 0.7, resamples=500)
+    add_uncertainty(rows, predictions, SETTINGS, resamples=500)
     base, tuned, pruned, eight = rows
     assert "delta_rho" not in base and "p_first" not in base
     for metric in (*QUALITY_COLUMNS, "rho"):
@@ -60,7 +63,7 @@ def test_cells_without_per_item_scores_get_no_intervals(grid):
     rows, predictions = grid
     for entry in predictions[cell_key(rows[3])]:
         del entry["scores"]
-    add_uncertainty(rows, predictions, 0.7, resamples=100)
+    add_uncertainty(rows, predictions, SETTINGS, resamples=100)
     assert "delta_rho" in rows[1] and "delta_rho" not in rows[3]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -33,11 +34,18 @@ SOMETIMES_EMPTY = {
     "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first", "delta_parent_rho", "delta_parent_rho_lo",
     "delta_parent_rho_hi", "verdict_parent_rho", "precision", "sparse_training", "early_exit", "mean_exit_layer",
     "exit_layers", "exit_compute_fraction", "train_sparsity", "train_matmul_dtype", "build_kwh",
+    # the base row is the reference of the comparisons; only the finalists are measured side by side
+    "energy_ratio", "energy_ratio_lo", "energy_ratio_hi", "speed_ratio", "speed_ratio_lo", "speed_ratio_hi",
+    "energy_ratio_base", "energy_verdict_base", "speed_ratio_base", "speed_verdict_base", "finalist",
+    "paired_energy_ratio", "paired_energy_ratio_lo", "paired_energy_ratio_hi", "paired_energy_verdict",
+    "paired_speed_ratio", "paired_speed_ratio_lo", "paired_speed_ratio_hi", "paired_speed_verdict",
 }  # fmt: skip
 ALWAYS_FILLED = [c for c in COLUMNS if c not in SOMETIMES_EMPTY]
 TUNED_ONLY = ["rank", "score", "train_loss_first", "train_loss_last", "train_wall_s", "delta_rho", "delta_rho_lo",
-              "delta_rho_hi", "verdict_rho", "p_first", "precision", "sparse_training",
-              "train_matmul_dtype"]  # fmt: skip
+              "delta_rho_hi", "verdict_rho", "p_first", "precision", "sparse_training", "train_matmul_dtype",
+              "energy_ratio", "energy_ratio_lo", "energy_ratio_hi", "speed_ratio", "energy_ratio_base",
+              "energy_verdict_base"]  # fmt: skip
+VERDICTS = {"lower", "higher", "within noise"}
 
 
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "joulebench", "schemas", "report", "envs", "profiles", "configs")
@@ -95,12 +103,15 @@ def run_grid(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "
 VALID_RANGES = {
     **dict.fromkeys(("bleu", "rouge1", "rouge2", "rougeL", "meteor", "rho", "sparsity", "p_first",
                      "finetune_p_first", "accuracy", "macro_f1", "auc_roc"), (0.0, 1.0)),
-    **dict.fromkeys(("bertscore_f1", "cosine"), (-1.0, 1.0)),  # cosine similarities
+    **dict.fromkeys(("bertscore_f1_raw", "cosine_raw", "bertscore_f1_floor", "cosine_floor"), (-1.0, 1.0)),
+    **dict.fromkeys(("bertscore_f1", "cosine"), (-math.inf, 1.0)),  # rescaled against their floor: below 0 is worse
     **dict.fromkeys(("train_kwh", "prepare_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "emissions_kg", "idle_w",
                      "net_kwh"), (0.0, math.inf)),
 }  # fmt: skip
-POSITIVE = ("total_kwh", "gross_kwh", "infer_kwh", "infer_j_per_token", "wh_per_1k_queries", "tokens_per_s",
-            "latency_s", "peak_mem_mb", "model_size_mb", "generated_tokens", "phi", "train_loss_first",
+POSITIVE = ("total_kwh", "gross_kwh", "infer_kwh", "infer_j_per_token", "wh_per_query", "deploy_wh_per_query",
+            "tokens_per_s", "ttft_s", "tpot_s", "answer_tokens_per_query", "energy_ratio", "speed_ratio",
+            "paired_energy_ratio", "paired_speed_ratio", "peak_mem_mb", "model_size_mb", "generated_tokens", "phi",
+            "train_loss_first",
             "train_loss_last", "train_wall_s", "batch_latency_s", "mean_exit_layer", "exit_layers",
             "exit_compute_fraction", "lifecycle_kwh", "lifecycle_kg")  # fmt: skip
 
@@ -119,7 +130,14 @@ def check_ranges(row: dict[str, str]) -> None:
         float(row["total_kwh"]), rel=1e-4
     )
     if row["score"] != "":
-        assert 0.0 <= float(row["score"]) and int(row["rank"]) >= 1
+        assert int(row["rank"]) >= 1
+    if row["is_reference"] == "1":
+        assert row["energy_vs"] == row["energy_verdict"] == row["speed_verdict"] == "reference"
+    else:
+        assert row["energy_verdict"] in VERDICTS and row["speed_verdict"] in VERDICTS
+        assert row["energy_vs"] == ("base model" if row["pruning"] == "none" else "unpruned parent")
+    for column in ("energy_verdict_base", "speed_verdict_base", "paired_energy_verdict", "paired_speed_verdict"):
+        assert row[column] in (VERDICTS | {"reference", ""}), (column, row[column])
 
 
 def check_report(results: Path) -> None:
@@ -173,6 +191,40 @@ def test_micro_grid_prunes_the_top_k_and_says_kernels_are_dense(micro):
         assert abs(float(row["sparsity"]) - 0.5) < 0.005
         assert row["sparse_kernel"] == "dense kernels — no speedup expected" and row["speedup_vs_dense"] == ""
     assert "no speedup expected" in (workdir / "results" / "report.html").read_text()
+    # Masked-dense kernels multiply the zeros like any other number: no energy or speed difference is claimed.
+    for row in pruned:
+        assert row["energy_vs"] == "unpruned parent"
+        assert row["energy_verdict"] == row["speed_verdict"] == "within noise", row
+
+
+def measured_records(workdir: Path) -> list[dict]:
+    patterns = ("results/models/*/*/pretrain.json", "results/finetune/**/train.json", "results/eval/**/eval.json",
+                "results/probes/**/probe.json", "results/finalists/*/finalists.json")  # fmt: skip
+    return [json.loads(path.read_text()) for pattern in patterns for path in sorted(workdir.glob(pattern))]
+
+
+def test_measured_windows_never_overlap_and_the_run_measures_its_own_noise(micro):
+    config, workdir = micro["config"], micro["workdir"]
+    spans = sorted((m["held_from_utc"], m["held_until_utc"])
+                   for m in (r["provenance"]["measurement"]["exclusive"] for r in measured_records(workdir)))
+    assert len(spans) >= len(micro["rows"]) + 3 + 1  # every evaluation, the probes, the finalists, the trainings
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end <= start, "two measured jobs held the machine at once"
+    summary = json.loads((workdir / "results" / "summary.json").read_text())
+    floor = summary["noise_floor"]["rca/tiny-llama"]
+    assert len(floor["measurements"]) == 1 + config["energy"].get("noise_probes", 3)
+    assert {m["source"] for m in floor["measurements"]} == {"evaluation", "probe 1", "probe 2", "probe 3"}
+    for figure in ("energy_per_token", "tokens_per_s"):
+        assert floor[figure]["floor"] == pytest.approx(floor[figure]["high"] / floor[figure]["low"] - 1)
+    finalists = summary["finalists"][0]
+    roles = [role for f in finalists["finalists"] for role in f["roles"]]
+    assert {"rank 1", "rank 2", "base", "baseline", "highest ρ", "least energy"} <= set(roles)
+    assert finalists["rounds"] == config["energy"]["repeats"]
+    for finalist in finalists["finalists"]:
+        if "base" not in finalist["roles"]:
+            figures = finalist["vs_base"]
+            assert figures["energy"]["paired"] and figures["energy"]["low"] <= figures["energy"]["high"]
+            assert figures["energy_verdict"]["verdict"] in VERDICTS
 
 
 def test_a_rerun_does_nothing_and_a_grid_value_adds_only_its_cells(micro):
@@ -183,15 +235,18 @@ def test_a_rerun_does_nothing_and_a_grid_value_adds_only_its_cells(micro):
     everything = workdir / "all.yaml"
     everything.write_text(yaml.safe_dump({**config, "pruning": {**config["pruning"], "select": "all"}}))
     unselected = len(config["bits"]) * len(config["epochs"]) - k
+    # The new evaluations; the last noise probe, which follows every evaluation; the finalists, re-chosen from them.
     assert planned_jobs(workdir, everything, snakefile) == {
-        "evaluate": unselected * len(methods), "aggregate": 1, "report": 1, "run_status": 1, "all": 1,
+        "evaluate": unselected * len(methods), "probe_reference": 1, "finalists": 1, "aggregate": 1, "report": 1,
+        "run_status": 1, "all": 1,
     }  # fmt: skip
 
     bigger = workdir / "bigger.yaml"
     bigger.write_text(yaml.safe_dump({**config, "epochs": [*config["epochs"], 3]}))
+    # The middle probe follows the first half of the unpruned evaluations, which now holds a new cell.
     assert planned_jobs(workdir, bigger, snakefile) == {
-        "finetune": len(config["bits"]), "evaluate": len(config["bits"]), "select_for_pruning": 1, "aggregate": 1,
-        "report": 1, "run_status": 1, "all": 1,
+        "finetune": len(config["bits"]), "evaluate": len(config["bits"]), "select_for_pruning": 1,
+        "probe_reference": 2, "finalists": 1, "aggregate": 1, "report": 1, "run_status": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -231,8 +286,10 @@ def test_each_edit_reruns_exactly_what_depends_on_it(micro):
         rules = Counter(rule for rule, _ in dry_run(workdir, workdir / "config.yaml", snakefile))
     # The class centroids (their embeddings come from metrics.py) and the unpruned evaluations; the pruned ones join
     # once the checkpoint they follow has run again.
+    # The noise probes after the re-run evaluations follow them again (the probes' own code does not score answers).
     assert rules == {"class_centroids": len(config["datasets"]), "evaluate": len(unpruned_cells(config)),
-                     "select_for_pruning": 1, "aggregate": 1, "report": 1, "run_status": 1, "all": 1}  # fmt: skip
+                     "select_for_pruning": 1, "probe_reference": 2, "finalists": 1, "aggregate": 1, "report": 1,
+                     "run_status": 1, "all": 1}  # fmt: skip
 
     assert planned_jobs(workdir, workdir / "config.yaml", snakefile) == {}  # every edit was put back
 

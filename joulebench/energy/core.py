@@ -2,8 +2,10 @@
 
 Each meter exposes cumulative energy counters for the components it can see (CPU, GPU, RAM). The monitor takes every
 component from the first meter in its list that provides it, turns two readings into a window's energy, and so lets
-windows overlap and nest freely. Every figure carries its source, so an estimate is never shown as a measurement.
-Energy is the devices' own (IT) energy; emissions = energy × grid carbon intensity × PUE.
+windows overlap and nest freely. Every figure carries its source, so an estimate is never shown as a measurement, and
+its scope (what it covers: the whole machine, this process, or the GPUs given to this job), so that a figure which
+includes other jobs' work is labelled "(shared)" when jobs may overlap. Energy is the devices' own (IT) energy;
+emissions = energy × grid carbon intensity × PUE.
 """
 
 from __future__ import annotations
@@ -25,6 +27,27 @@ MEASURED_SOURCES = {"rapl", "nvml-counter", "codecarbon-rapl", "codecarbon-nvml"
 NO_SOURCE = "none"
 SHARED = " (shared)"  # appended to a machine-wide source while other cells may run
 
+# Scopes: what a component's figure covers, whatever its source.
+MACHINE_WIDE = "machine-wide"  # every process on the host: a RAPL package, every GPU of the host, all of the RAM
+PROCESS = "process"  # attributed to this process (and its children) by CodeCarbon's `tracking_mode: process` models
+DEVICE = "device"  # the GPUs given to this job (CUDA_VISIBLE_DEVICES, set by gpu_slots or a scheduler)
+SCOPES = (MACHINE_WIDE, PROCESS, DEVICE)
+SOURCE_SCOPE = {
+    "rapl": MACHINE_WIDE,  # a package / DRAM counter counts every process on it, whatever the tracking mode
+    "codecarbon-rapl": MACHINE_WIDE,  # CodeCarbon reads the same package counters and never scales them
+    "constant": MACHINE_WIDE,  # a fixed share of the TDP, attributed to nobody in particular
+    "nvml-counter": DEVICE,
+    "codecarbon-nvml": DEVICE,
+}
+"""The scope of a source tag where its meter does not say (a meter without `scopes`)."""
+
+
+def default_scope(source: str) -> str:
+    """The usual scope of a source tag; machine-wide for a tag not known here, the cautious reading (the figure may
+    include other processes' work)."""
+    tag = source.removesuffix(SHARED)
+    return NO_SOURCE if tag == NO_SOURCE else SOURCE_SCOPE.get(tag, MACHINE_WIDE)
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -35,6 +58,9 @@ class Reading:
 
 
 class Meter(Protocol):
+    """A meter may also have `scopes` (component -> one of SCOPES) where the scope depends on more than its source tag
+    (tracking mode, CUDA_VISIBLE_DEVICES); a component it leaves out gets `default_scope` of its tag."""
+
     name: str
     sources: dict[str, str]  # component -> source tag, for the components this meter measures
 
@@ -86,6 +112,7 @@ class WindowEnergy:
     net_kwh: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
     tracking_mode: str = ""
+    scopes: dict[str, str] = field(default_factory=dict)  # component -> MACHINE_WIDE, PROCESS, DEVICE or "none"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +120,7 @@ class WindowEnergy:
     @classmethod
     def total(cls, name: str, windows: Sequence[dict[str, Any]]) -> WindowEnergy:
         """Consecutive windows (e.g. epochs measured by two processes, before and after a resume) as one; the idle
-        power, sources and mode are the last window's."""
+        power, sources, scopes and mode are the last window's (a record written before scopes existed has none)."""
         summed = ("duration_s", "cpu_kwh", "gpu_kwh", "ram_kwh", "total_kwh", "emissions_kg", "net_kwh")
         last = windows[-1]
         return cls(
@@ -102,6 +129,7 @@ class WindowEnergy:
             idle_w=last["idle_w"],
             sources=dict(last["sources"]),
             tracking_mode=last["tracking_mode"],
+            scopes=dict(last.get("scopes", {})),
         )
 
 
@@ -144,6 +172,23 @@ class EnergyMonitor:
         """Each component's source tag; "(shared)" marks a machine-wide figure while other cells may run."""
         tags = {c: meter.sources[c] if meter else NO_SOURCE for c, meter in self._owner.items()}
         return {c: tag + SHARED if c in self.shared and tag != NO_SOURCE else tag for c, tag in tags.items()}
+
+    @property
+    def scopes(self) -> dict[str, str]:
+        """What each component's figure covers (one of SCOPES), "none" where no meter sees it. Whether it is shared
+        is a separate matter (`shared`): a machine-wide figure is shared only while other cells may run."""
+        scopes = {}
+        for component, meter in self._owner.items():
+            if meter is None:
+                scopes[component] = NO_SOURCE
+            else:
+                declared = getattr(meter, "scopes", {})
+                scopes[component] = declared.get(component) or default_scope(meter.sources[component])
+        return scopes
+
+    def meter_of(self, component: str) -> Meter | None:
+        """The meter this component's figure comes from, None if no meter sees it."""
+        return self._owner[component]
 
     def __enter__(self) -> EnergyMonitor:
         for meter in self.meters:
@@ -210,6 +255,7 @@ class EnergyMonitor:
             net_kwh=max(0.0, total - idle_w * duration / JOULES_PER_KWH),
             sources=self.sources,
             tracking_mode=self.tracking_mode,
+            scopes=self.scopes,
         )
 
 
@@ -233,29 +279,36 @@ def open_monitor(config: dict[str, Any]) -> EnergyMonitor:
     else:
         intensity = grid_intensity_kg_per_kwh(settings.country_iso_code, settings.region)
     monitor = EnergyMonitor(meters, intensity, settings.pue, settings.tracking_mode)
-    monitor.shared = shared_components(monitor.sources, settings)
+    monitor.shared = shared_components(monitor.scopes, settings)
     return monitor
 
 
-def shared_components(sources: dict[str, str], settings: EnergySettings) -> frozenset[str]:
-    """CPU and RAM are machine-wide unless CodeCarbon attributes them to this process; a GPU belongs to one job."""
+def shared_components(scopes: dict[str, str], settings: EnergySettings) -> frozenset[str]:
+    """The components whose figure may include other jobs' work: with overlap allowed, every machine-wide one.
+
+    A RAPL figure (ours or CodeCarbon's) is machine-wide whatever `tracking_mode` says, since CodeCarbon reads the
+    package counter as it is; only CodeCarbon's CPU-load and RAM-size models attribute CPU and RAM to the process. A
+    GPU figure is the job's own when the job was given its GPUs (CUDA_VISIBLE_DEVICES: a gpu_slots claim or a
+    scheduler), and machine-wide (every GPU of the host, which other jobs may be using) when it was not."""
     if not settings.allow_overlap:
         return frozenset()
-    per_process = settings.tracking_mode == "process"
-    attributed = {c for c in ("cpu", "ram") if per_process and sources[c].startswith("codecarbon")}
-    return frozenset(c for c in ("cpu", "ram") if sources[c] != NO_SOURCE and c not in attributed)
+    return frozenset(c for c in COMPONENTS if scopes.get(c) == MACHINE_WIDE)
 
 
 def provenance(monitor: EnergyMonitor, settings: EnergySettings) -> dict[str, Any]:
     """How this job's energy was measured, and anything that makes the figures less trustworthy."""
     warnings = []
     for meter in monitor.meters:
+        warnings.extend(str(warning) for warning in getattr(meter, "warnings", ()))
         others = sorted(getattr(meter, "foreign_processes", ()))
         if others:
             warnings.append(f"other processes used the GPU during the windows: pids {others}")
+    gpu_meter = monitor.meter_of("gpu")
     return {
         "meters": [meter.name for meter in monitor.meters],
         "sources": monitor.sources,
+        "scopes": monitor.scopes,
+        "gpus": [dict(device) for device in getattr(gpu_meter, "devices", ())],
         "measure_power_secs": settings.measure_power_secs,
         "tracking_mode": settings.tracking_mode,
         "idle_w": monitor.idle.watts if monitor.idle else {},

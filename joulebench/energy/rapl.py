@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from joulebench.energy.core import JOULES_PER_KWH, METERS, EnergySettings, Reading
+from joulebench.energy.core import JOULES_PER_KWH, MACHINE_WIDE, METERS, EnergySettings, Reading
 
 POWERCAP = Path("/sys/class/powercap")
 POLL_SECONDS = 5.0
@@ -56,7 +56,8 @@ def find_zones(root: Path = POWERCAP) -> dict[str, list[Path]]:
 
 class RaplMeter:
     """Sums the package (CPU) and DRAM (RAM) counters; a background poll every few seconds keeps long windows from
-    missing a wrap-around (a counter can wrap within minutes at high power)."""
+    missing a wrap-around (a counter can wrap within minutes at high power). A package counter counts every process
+    on the package, so both figures are machine-wide, whatever CodeCarbon's tracking mode."""
 
     name = "rapl"
 
@@ -67,8 +68,9 @@ class RaplMeter:
             if paths
         }
         self.sources = {component: "rapl" for component in self.counters}
+        self.scopes = {component: MACHINE_WIDE for component in self.counters}
         self._poll_seconds = poll_seconds
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -84,21 +86,22 @@ class RaplMeter:
             self._update()
 
     def _update(self) -> None:
-        with self._lock:
+        with self._lock:  # re-entrant: `read` holds it already
             for counters in self.counters.values():
                 for counter in counters:
                     counter.add(counter.sample())
 
     def read(self) -> Reading:
-        self._update()
-        kwh = {c: sum(k.total_uj for k in counters) / 1e6 / JOULES_PER_KWH for c, counters in self.counters.items()}
-        return Reading(time.perf_counter(), kwh)
+        """Sample, then sum under the same lock: the poll thread cannot advance one component between the two."""
+        with self._lock:
+            self._update()
+            kwh = {c: sum(k.total_uj for k in ks) / 1e6 / JOULES_PER_KWH for c, ks in self.counters.items()}
+            return Reading(time.perf_counter(), kwh)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-
 
 
 @METERS.register("rapl")

@@ -1,0 +1,177 @@
+"""The energy and speed comparisons the report draws, each with its verdict against the run's noise floor.
+
+- Every tuned cell against the base model of its dataset and model, and every pruned or early-exit cell against its
+  unpruned parent: unpaired (the two were measured in different jobs), on the energy per generated token and the
+  tokens/s of their pinned passes (the same work per pass, so the figures compare computation, not answer length).
+- The finalists, re-measured side by side in interleaved rounds (`joulebench.jobs.measure_finalists`): paired, on the
+  energy per query at the answers' real lengths and on tokens/s, each against the base model, and the report's
+  optimised cell against its baseline.
+
+Verdicts follow `joulebench.noise.verdict`: `lower` / `higher` only when the whole 95 % interval lies beyond the noise
+floor, else `within noise`. The base model's own row is the reference of the comparisons, so its verdicts read
+`reference`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from statistics import median
+from typing import Any
+
+from joulebench.noise import Measurement, NoiseFloor, Ratio, paired_ratio, unpaired_ratio, verdict
+from joulebench.stats import joules_per_token
+
+REFERENCE = "reference"
+PARENT, BASE = "unpruned parent", "base model"
+
+
+def floor_key(dataset: str, model: str) -> str:
+    return f"{dataset}/{model}"
+
+
+def noise_floors(rows: Sequence[Mapping[str, Any]], probes: Sequence[Mapping[str, Any]]) -> dict[str, NoiseFloor]:
+    """Per (dataset, model): the reference cell's own evaluation and its probes (re-measurements spread over the
+    run), each as the median energy per token and tokens/s of its pinned passes (the median: one slow pass of a
+    measurement widens that measurement's own interval, not the floor, which is about drift between measurements)."""
+    floors: dict[str, NoiseFloor] = {}
+    for row in rows:
+        if row["is_reference"] and row["status"] == "ok" and row.get("j_per_token_repeats"):
+            label = f"{row['model']} b{row['bits']} e0 (the base model)"
+            floor = floors.setdefault(floor_key(row["dataset"], row["model"]), NoiseFloor(label))
+            floor.measurements.append(Measurement("evaluation", str(row.get("started_utc", "")),
+                                                  median(row["j_per_token_repeats"]),
+                                                  median(row["tokens_per_s_repeats"])))  # fmt: skip
+    for probe in probes:
+        if probe.get("status") != "ok":
+            continue
+        cell = probe["cell"]
+        key = floor_key(cell["dataset"], cell["model"])
+        if key not in floors:
+            continue  # its reference failed: no floor to add to
+        passes = probe["result"]["repeats"]
+        floors[key].measurements.append(Measurement(
+            f"probe {probe['probe']}", str(probe.get("provenance", {}).get("started_utc", "")),
+            median([joules_per_token(p["energy"]["total_kwh"], p["tokens"]) for p in passes]),
+            median([p["tokens"] / p["generation_s"] for p in passes]),
+        ))  # fmt: skip
+    return floors
+
+
+def _floor(floors: Mapping[str, NoiseFloor], row: Mapping[str, Any], figure: str) -> float | None:
+    floor = floors.get(floor_key(row["dataset"], row["model"]))
+    if floor is None:
+        return None
+    return (floor.energy_per_token if figure == "energy" else floor.tokens_per_s).floor
+
+
+def _columns(prefix: str, suffix: str, ratio: Ratio, judged: str) -> dict[str, Any]:
+    return {f"{prefix}_ratio{suffix}": ratio.estimate, f"{prefix}_ratio{suffix}_lo": ratio.low,
+            f"{prefix}_ratio{suffix}_hi": ratio.high, f"{prefix}_verdict{suffix}": judged}  # fmt: skip
+
+
+def compare_rows(row: Mapping[str, Any], other: Mapping[str, Any], floors: Mapping[str, NoiseFloor]) -> dict[str, Any]:
+    """Energy per token and tokens/s of `row` against `other`, unpaired, with verdicts."""
+    energy = unpaired_ratio(row["j_per_token_repeats"], other["j_per_token_repeats"])
+    speed = unpaired_ratio(row["tokens_per_s_repeats"], other["tokens_per_s_repeats"])
+    return {
+        "energy": energy, "energy_verdict": verdict(energy, _floor(floors, row, "energy")),
+        "speed": speed, "speed_verdict": verdict(speed, _floor(floors, row, "speed")),
+    }  # fmt: skip
+
+
+def _parent_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[key] for key in ("dataset", "model", "training", "bits", "epochs"))
+
+
+def add_verdicts(rows: Sequence[dict[str, Any]], floors: Mapping[str, NoiseFloor]) -> None:
+    """`energy_vs` and the `energy_*` / `speed_*` columns of every ok row: against its unpruned parent for a pruned or
+    early-exit cell, against the base model for an unpruned one (the `_base` columns: against the base model for
+    every tuned cell). Columns without a value stay missing (blank), never 0."""
+    ok = [r for r in rows if r["status"] == "ok" and r.get("j_per_token_repeats")]
+    bases = {(r["dataset"], r["model"]): r for r in ok if r["is_reference"]}
+    parents = {_parent_key(r): r for r in ok if not r["is_reference"] and r["pruning"] == "none"}
+    for row in ok:
+        if row["is_reference"]:
+            row.update(energy_vs=REFERENCE, energy_verdict=REFERENCE, speed_verdict=REFERENCE)
+            continue
+        base = bases.get((row["dataset"], row["model"]))
+        parent = parents.get(_parent_key(row)) if row["pruning"] != "none" else None
+        if base is not None:
+            found = compare_rows(row, base, floors)
+            row.update(_columns("energy", "_base", found["energy"], found["energy_verdict"].verdict))
+            row.update(_columns("speed", "_base", found["speed"], found["speed_verdict"].verdict))
+        primary = (PARENT, parent) if parent is not None else (BASE, base)
+        if primary[1] is None:
+            continue
+        found = compare_rows(row, primary[1], floors)
+        row.update(_columns("energy", "", found["energy"], found["energy_verdict"].verdict))
+        row.update(_columns("speed", "", found["speed"], found["speed_verdict"].verdict))
+        row.update(energy_vs=primary[0], energy_reason=found["energy_verdict"].reason,
+                   speed_reason=found["speed_verdict"].reason)  # fmt: skip
+
+
+# --- the finalists, measured side by side -------------------------------------------------------------------
+
+
+def finalist_figures(
+    record: Mapping[str, Any], cell: Mapping[str, Any], other: Mapping[str, Any], floors: Mapping[str, NoiseFloor]
+) -> dict[str, Any]:
+    """Paired ratios cell / other from the rounds of one finalists record: energy per query (answer passes) and
+    tokens/s (pinned passes), with verdicts against the cell's noise floor."""
+    energy = paired_ratio(cell["rounds"]["wh_per_query"], other["rounds"]["wh_per_query"])
+    speed = paired_ratio(cell["rounds"]["tokens_per_s"], other["rounds"]["tokens_per_s"])
+    key = {"dataset": record["dataset"], "model": cell["cell"]["model"]}
+    return {
+        "cell": cell["label"], "against": other["label"], "rounds": len(cell["rounds"]["wh_per_query"]),
+        "cell_key": cell.get("cell_key"), "against_key": other.get("cell_key"),
+        "energy": energy.to_dict(), "energy_verdict": verdict(energy, _floor(floors, key, "energy")).to_dict(),
+        "speed": speed.to_dict(), "speed_verdict": verdict(speed, _floor(floors, key, "speed")).to_dict(),
+    }  # fmt: skip
+
+
+def _finalist_base(record: Mapping[str, Any], finalist: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return next((f for f in record["finalists"] if "base" in f["roles"]
+                 and f["cell"]["model"] == finalist["cell"]["model"]), None)  # fmt: skip
+
+
+def add_paired(
+    rows: Sequence[dict[str, Any]], records: Sequence[Mapping[str, Any]], floors: Mapping[str, NoiseFloor],
+    key: Any,
+) -> list[dict[str, Any]]:
+    """The `finalist` and `paired_*` columns of the finalists' rows (against the base model of their model), and the
+    finalists section of summary.json: per dataset its finalists, their roles and paired figures. `key` gives a
+    row's cell key (joulebench.summary.cell_key), which each finalist records."""
+    by_key = {tuple(key(r)): r for r in rows if r["status"] == "ok"}
+    out = []
+    for record in records:
+        if record.get("status") != "ok":
+            out.append({"dataset": record.get("dataset", ""), "status": record.get("status"),
+                        "error": record.get("error", "")})  # fmt: skip
+            continue
+        section: dict[str, Any] = {"dataset": record["dataset"], "status": "ok", "rounds": record["rounds"],
+                                   "order": record.get("order", []), "finalists": []}  # fmt: skip
+        for finalist in record["finalists"]:
+            row = by_key.get(tuple(finalist["cell_key"]))
+            entry = {"label": finalist["label"], "roles": finalist["roles"], "cell_key": finalist["cell_key"]}
+            base = _finalist_base(record, finalist)
+            if row is not None:
+                row["finalist"] = ", ".join(finalist["roles"])
+            if "base" in finalist["roles"]:
+                if row is not None:
+                    row.update(paired_energy_verdict=REFERENCE, paired_speed_verdict=REFERENCE)
+            elif base is not None:
+                figures = finalist_figures(record, finalist, base, floors)
+                entry["vs_base"] = figures
+                if row is not None:
+                    for prefix in ("energy", "speed"):
+                        ratio = figures[prefix]
+                        row.update({f"paired_{prefix}_ratio": ratio["estimate"], f"paired_{prefix}_ratio_lo":
+                                    ratio["low"], f"paired_{prefix}_ratio_hi": ratio["high"],
+                                    f"paired_{prefix}_verdict": figures[f"{prefix}_verdict"]["verdict"]})  # fmt: skip
+            section["finalists"].append(entry)
+        optimised = next((f for f in record["finalists"] if "rank 1" in f["roles"]), None)
+        baseline = next((f for f in record["finalists"] if "baseline" in f["roles"]), None)
+        if optimised is not None and baseline is not None and optimised is not baseline:
+            section["optimised_vs_baseline"] = finalist_figures(record, optimised, baseline, floors)
+        out.append(section)
+    return out
