@@ -335,12 +335,16 @@ def main() -> None:
     (ROOT / args.out).with_suffix(".md").write_text(text + "\n")
     print(text)
     if args.readme:
-        readme = ROOT / args.readme
-        content = readme.read_text()
-        if README_BEGIN not in content or README_END not in content:
-            sys.exit(f"benchmark: {args.readme} has no {README_BEGIN} … {README_END} block")
-        head, rest = content.split(README_BEGIN, 1)
-        readme.write_text(f"{head}{README_BEGIN}\n{text}\n{README_END}{rest.split(README_END, 1)[1]}")
+        write_between(ROOT / args.readme, README_BEGIN, README_END, text)
+
+
+def write_between(readme: Path, begin: str, end: str, text: str) -> None:
+    """Replace what stands between the markers `begin` and `end` of `readme` by `text`."""
+    content = readme.read_text()
+    if begin not in content or end not in content:
+        sys.exit(f"benchmark: {readme} has no {begin} … {end} block")
+    head, rest = content.split(begin, 1)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, commit, machine, snakemake  # noqa: E402
+from harness import ROOT, commit, machine, snakemake, write_between  # noqa: E402
 
 from joulebench.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -143,12 +143,7 @@ def main() -> None:
     atomic_write_text(out.with_suffix(".md"), text + "\n")
     print(text)
     if args.readme:
-        readme = ROOT / args.readme
-        content = readme.read_text()
-        if README_BEGIN not in content or README_END not in content:
-            sys.exit(f"benchmark: {args.readme} has no {README_BEGIN} … {README_END} block")
-        head, rest = content.split(README_BEGIN, 1)
-        readme.write_text(f"{head}{README_BEGIN}\n{text}\n{README_END}{rest.split(README_END, 1)[1]}")
+        write_between(ROOT / args.readme, README_BEGIN, README_END, text)
 
 
 if __name__ == "__main__":

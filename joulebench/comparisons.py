@@ -1,8 +1,11 @@
 """The energy and speed comparisons the report draws, each with its verdict against the run's noise floor.
 
-- Every tuned cell against the base model of its dataset and model, and every pruned or early-exit cell against its
-  unpruned parent: unpaired (the two were measured in different jobs), on the energy per generated token and the
-  tokens/s of their pinned passes (the same work per pass, so the figures compare computation, not answer length).
+- Every tuned cell against the base model of its dataset and model: unpaired (the two were measured in different
+  jobs), on the energy per generated token and the tokens/s of their pinned passes (the same work per pass, so the
+  figures compare computation, not answer length).
+- Every pruned or early-exit cell against its unpruned parent: paired, from the rounds of the cell's own evaluation,
+  which serves the parent beside it (`joulebench.evaluate.evaluate_cell`); unpaired, like the above, for a record
+  without those rounds.
 - The finalists, re-measured side by side in interleaved rounds (`joulebench.jobs.measure_finalists`): paired, on the
   energy per query at the answers' real lengths and on tokens/s, each against the base model, and the report's
   optimised cell against its baseline.
@@ -23,45 +26,86 @@ from joulebench.stats import joules_per_token
 
 REFERENCE = "reference"
 PARENT, BASE = "unpruned parent", "base model"
+PAIRED = " (paired)"
 
 
-def floor_key(dataset: str, model: str) -> str:
-    return f"{dataset}/{model}"
+def floor_key(dataset: str, model: str, bits: Any = None) -> str:
+    """"<dataset>/<model>": the reference cell's floor; with `bits`, the base model's stored at those bits."""
+    return f"{dataset}/{model}" if bits is None else f"{dataset}/{model}/b{int(bits)}"
+
+
+def _probe_figures(probe: Mapping[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    """A probe's pinned passes per bit width (a probe before per-bit probing measured the reference bits only)."""
+    result = probe["result"]
+    if "by_bits" in result:
+        return {int(bits): figures["repeats"] for bits, figures in result["by_bits"].items()}
+    return {int(probe["cell"]["bits"]): result["repeats"]}
+
+
+def _measurement(source: str, started: str, passes: Sequence[Mapping[str, Any]]) -> Measurement:
+    energy = [joules_per_token(p["energy"]["total_kwh"], p["tokens"]) for p in passes]
+    return Measurement(source, started, median(energy), median([p["tokens"] / p["generation_s"] for p in passes]))
 
 
 def noise_floors(rows: Sequence[Mapping[str, Any]], probes: Sequence[Mapping[str, Any]]) -> dict[str, NoiseFloor]:
     """Per (dataset, model): the reference cell's own evaluation and its probes (re-measurements spread over the
     run), each as the median energy per token and tokens/s of its pinned passes (the median: one slow pass of a
-    measurement widens that measurement's own interval, not the floor, which is about drift between measurements)."""
+    measurement widens that measurement's own interval, not the floor, which is about drift between measurements).
+    The probes also measure the base model at every bit width of the grid, since each width runs other kernels and
+    drifts in its own way: those floors are keyed `floor_key(dataset, model, bits)`."""
     floors: dict[str, NoiseFloor] = {}
+    references: dict[tuple[str, str], int] = {}
     for row in rows:
         if row["is_reference"] and row["status"] == "ok" and row.get("j_per_token_repeats"):
-            label = f"{row['model']} b{row['bits']} e0 (the base model)"
-            floor = floors.setdefault(floor_key(row["dataset"], row["model"]), NoiseFloor(label))
-            floor.measurements.append(Measurement("evaluation", str(row.get("started_utc", "")),
-                                                  median(row["j_per_token_repeats"]),
-                                                  median(row["tokens_per_s_repeats"])))  # fmt: skip
+            dataset, model, bits = row["dataset"], row["model"], int(row["bits"])
+            references[(dataset, model)] = bits
+            own = Measurement("evaluation", str(row.get("started_utc", "")), median(row["j_per_token_repeats"]),
+                              median(row["tokens_per_s_repeats"]))  # fmt: skip
+            for key in (floor_key(dataset, model), floor_key(dataset, model, bits)):
+                floors.setdefault(key, NoiseFloor(f"{model} b{bits} e0 (the base model)")).measurements.append(own)
     for probe in probes:
         if probe.get("status") != "ok":
             continue
-        cell = probe["cell"]
-        key = floor_key(cell["dataset"], cell["model"])
-        if key not in floors:
+        dataset, model = probe["cell"]["dataset"], probe["cell"]["model"]
+        if (dataset, model) not in references:
             continue  # its reference failed: no floor to add to
-        passes = probe["result"]["repeats"]
-        floors[key].measurements.append(Measurement(
-            f"probe {probe['probe']}", str(probe.get("provenance", {}).get("started_utc", "")),
-            median([joules_per_token(p["energy"]["total_kwh"], p["tokens"]) for p in passes]),
-            median([p["tokens"] / p["generation_s"] for p in passes]),
-        ))  # fmt: skip
+        started = str(probe.get("provenance", {}).get("started_utc", ""))
+        for bits, passes in _probe_figures(probe).items():
+            found = _measurement(f"probe {probe['probe']}", started, passes)
+            label = f"{model} b{bits} e0 (the base model stored at {bits} bits)"
+            floors.setdefault(floor_key(dataset, model, bits), NoiseFloor(label)).measurements.append(found)
+            if bits == references[(dataset, model)]:
+                floors[floor_key(dataset, model)].measurements.append(found)
     return floors
 
 
-def _floor(floors: Mapping[str, NoiseFloor], row: Mapping[str, Any], figure: str) -> float | None:
-    floor = floors.get(floor_key(row["dataset"], row["model"]))
-    if floor is None:
-        return None
-    return (floor.energy_per_token if figure == "energy" else floor.tokens_per_s).floor
+def floors_json(floors: Mapping[str, NoiseFloor]) -> dict[str, Any]:
+    """summary.json's `noise_floor`: per "<dataset>/<model>" the reference cell's floor, with `by_bits`."""
+    out: dict[str, Any] = {}
+    for key, floor in floors.items():
+        if key.count("/") == 1:
+            out[key] = {**floor.to_dict(), "by_bits": {}}
+    for key, floor in floors.items():
+        if key.count("/") == 2:
+            parent, bits = key.rsplit("/b", 1)
+            if parent in out:
+                out[parent]["by_bits"][bits] = floor.to_dict()
+    return out
+
+
+def _floor(floors: Mapping[str, NoiseFloor], dataset: str, model: str, figure: str, *bits: Any) -> float | None:
+    """The largest floor of the bit widths compared (the reference's where a width has no floor of its own)."""
+    found = []
+    for width in bits:
+        floor = floors.get(floor_key(dataset, model, width))
+        figures = None if floor is None else (floor.energy_per_token if figure == "energy" else floor.tokens_per_s)
+        if figures is None or figures.floor is None:
+            floor = floors.get(floor_key(dataset, model))
+            figures = None if floor is None else (floor.energy_per_token if figure == "energy" else floor.tokens_per_s)
+        if figures is None or figures.floor is None:
+            return None
+        found.append(figures.floor)
+    return max(found, default=None)
 
 
 def _columns(prefix: str, suffix: str, ratio: Ratio, judged: str) -> dict[str, Any]:
@@ -73,9 +117,20 @@ def compare_rows(row: Mapping[str, Any], other: Mapping[str, Any], floors: Mappi
     """Energy per token and tokens/s of `row` against `other`, unpaired, with verdicts."""
     energy = unpaired_ratio(row["j_per_token_repeats"], other["j_per_token_repeats"])
     speed = unpaired_ratio(row["tokens_per_s_repeats"], other["tokens_per_s_repeats"])
+    where, widths = (row["dataset"], row["model"]), (row["bits"], other["bits"])
     return {
-        "energy": energy, "energy_verdict": verdict(energy, _floor(floors, row, "energy")),
-        "speed": speed, "speed_verdict": verdict(speed, _floor(floors, row, "speed")),
+        "energy": energy, "energy_verdict": verdict(energy, _floor(floors, *where, "energy", *widths)),
+        "speed": speed, "speed_verdict": verdict(speed, _floor(floors, *where, "speed", *widths)),
+    }  # fmt: skip
+
+
+def paired_with_parent(row: Mapping[str, Any], floors: Mapping[str, NoiseFloor]) -> dict[str, Any]:
+    """The ratios against the unpruned parent that the cell's own evaluation measured in its rounds, with verdicts."""
+    energy, speed = (Ratio(**row["parent_paired"][key]) for key in ("energy", "speed"))
+    where = (row["dataset"], row["model"])
+    return {
+        "energy": energy, "energy_verdict": verdict(energy, _floor(floors, *where, "energy", row["bits"])),
+        "speed": speed, "speed_verdict": verdict(speed, _floor(floors, *where, "speed", row["bits"])),
     }  # fmt: skip
 
 
@@ -101,9 +156,13 @@ def add_verdicts(rows: Sequence[dict[str, Any]], floors: Mapping[str, NoiseFloor
             row.update(_columns("energy", "_base", found["energy"], found["energy_verdict"].verdict))
             row.update(_columns("speed", "_base", found["speed"], found["speed_verdict"].verdict))
         primary = (PARENT, parent) if parent is not None else (BASE, base)
-        if primary[1] is None:
+        if row.get("parent_paired") and row["pruning"] != "none":
+            found = paired_with_parent(row, floors)
+            primary = (PARENT + PAIRED, parent)
+        elif primary[1] is None:
             continue
-        found = compare_rows(row, primary[1], floors)
+        else:
+            found = compare_rows(row, primary[1], floors)
         row.update(_columns("energy", "", found["energy"], found["energy_verdict"].verdict))
         row.update(_columns("speed", "", found["speed"], found["speed_verdict"].verdict))
         row.update(energy_vs=primary[0], energy_reason=found["energy_verdict"].reason,
@@ -120,12 +179,15 @@ def finalist_figures(
     tokens/s (pinned passes), with verdicts against the cell's noise floor."""
     energy = paired_ratio(cell["rounds"]["wh_per_query"], other["rounds"]["wh_per_query"])
     speed = paired_ratio(cell["rounds"]["tokens_per_s"], other["rounds"]["tokens_per_s"])
-    key = {"dataset": record["dataset"], "model": cell["cell"]["model"]}
+    where = (record["dataset"], cell["cell"]["model"])
+    widths = (cell["cell"]["bits"], other["cell"]["bits"])
     return {
         "cell": cell["label"], "against": other["label"], "rounds": len(cell["rounds"]["wh_per_query"]),
         "cell_key": cell.get("cell_key"), "against_key": other.get("cell_key"),
-        "energy": energy.to_dict(), "energy_verdict": verdict(energy, _floor(floors, key, "energy")).to_dict(),
-        "speed": speed.to_dict(), "speed_verdict": verdict(speed, _floor(floors, key, "speed")).to_dict(),
+        "energy": energy.to_dict(),
+        "energy_verdict": verdict(energy, _floor(floors, *where, "energy", *widths)).to_dict(),
+        "speed": speed.to_dict(),
+        "speed_verdict": verdict(speed, _floor(floors, *where, "speed", *widths)).to_dict(),
     }  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import copy
 import functools
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from joulebench.serving import (
     generate,
     measure_serving,
     pinned_figures,
+    warm_up,
 )
 from joulebench.sparse_kernels import current_capability, plan_kernels, to_semi_structured
 
@@ -68,6 +69,7 @@ class EvalResult:
     answer_repeats: list[dict[str, Any]]
     metrics_s: float
     generation_loop_s: float = 0.0  # every pass: warm-up, timed rounds, latency
+    parent_comparison: dict[str, Any] = field(default_factory=dict)  # paired against the unpruned parent
     quality_info: dict[str, Any] = field(default_factory=dict)
     classification: dict[str, Any] = field(default_factory=dict)
     early_exit: dict[str, Any] = field(default_factory=dict)
@@ -99,12 +101,14 @@ def evaluate_cell(
     early_exit: EarlyExit | None = None,
     classes: CentroidClassifier | None = None,
 ) -> EvalResult:
-    """Build the cell's model inside the `prepare` window, warm it up at the pinned length, then measure it in
-    `repeats` rounds of one pinned pass (tokens/s, J/token) and one answer pass that stops at end-of-sequence (energy
-    per query at real lengths; the first round's answers are scored), then batch-1 latency. A cell that runs 2:4
-    sparse kernels keeps its masked-dense twin and the two alternate in every round (A B A B): the speed-up is the
-    paired ratio of their pass times. With `early_exit`, every pass decodes with early exits; the exit statistics are
-    those of the first answer pass."""
+    """Build the cell's model inside the `prepare` window and warm it up at the pinned length (its peak memory is
+    that pass's, with nothing else loaded). Then measure it in `repeats` rounds of one pinned pass (tokens/s,
+    J/token) and one answer pass that stops at end-of-sequence (energy per query at real lengths; the first round's
+    answers are scored), then batch-1 latency. A pruned or early-exit cell also serves its unpruned, full-depth
+    parent in the same rounds (built outside `prepare`: its energy is not the cell's), so the comparison with it is
+    paired. A cell that runs 2:4 sparse kernels keeps its masked-dense twin in the rounds too: the speed-up is the
+    paired ratio of their pass times. With `early_exit`, every pass of the cell decodes with early exits; the exit
+    statistics are those of the first answer pass."""
     spec = CellSpec(model_path, adapter_dir, precision, pruning, early_exit, trust_remote_code)
     with monitor.window("prepare") as prepared:
         served = serve_cell(spec, calibration_examples, calibration)
@@ -113,12 +117,28 @@ def evaluate_cell(
     kernel: dict[str, Any] = plan.to_dict() if plan else {}
     prompts = [e.prompt for e in test]
     max_prompt = training.max_prompt_tokens
-    servers = {"cell": Server(model, tokenizer, prompts, generation, max_prompt, served.decode)}
+    twin = None
     if plan and plan.sparse:
-        servers["masked-dense"] = Server(copy.deepcopy(model), tokenizer, prompts, generation, max_prompt)
+        twin = copy.deepcopy(model).to("cpu")  # off the GPU while the packed cell's own peak is measured
         kernel["conversion"] = to_semi_structured(model).to_dict()
         prune_report.checks.append(check_masks(model, served.positions, pruning, "packed for sparse kernels"))
+    servers = {"cell": Server(model, tokenizer, prompts, generation, max_prompt, served.decode)}
     memory.reset_peak()
+    warmup_loop_s = warm_up(servers["cell"].pinned, measurement.warmup)
+    peak, peak_kind = memory.peak_mb()
+    parent, built = None, None
+    if early_exit is not None:  # the same model at full depth
+        parent = Server(model, tokenizer, prompts, generation, max_prompt)
+    elif pruning.method != "none":
+        with monitor.window("parent-prepare"):
+            built = serve_cell(replace(spec, pruning=Pruning("none")))
+        parent = Server(built.model, tokenizer, prompts, generation, max_prompt)
+    if parent is not None:
+        servers["parent"] = parent
+        warmup_loop_s += warm_up(parent.pinned, measurement.warmup)
+    if twin is not None:
+        servers["masked-dense"] = Server(twin.to(model.device), tokenizer, prompts, generation, max_prompt)
+        warmup_loop_s += warm_up(servers["masked-dense"].pinned, measurement.warmup)
     exits: dict[str, Any] = {}
 
     def exit_statistics(key: str, run: Any) -> Any:
@@ -134,13 +154,12 @@ def evaluate_cell(
 
         return answers
 
-    serving = measure_serving(monitor, servers, measurement.warmup, measurement.repeats, answers=["cell"],
-                              latency="cell", answer_hook=exit_statistics)  # fmt: skip
+    serving = measure_serving(monitor, servers, 0, measurement.repeats, answers=["cell"], latency="cell",
+                              answer_hook=exit_statistics)  # fmt: skip
     rounds = serving.rounds
     answers = rounds.first["cell:answers"]
-    peak, peak_kind = memory.peak_mb()
     size_mb = model_size_bytes(model) / 2**20
-    del model, servers
+    del model, servers, parent, twin, built
     served.model = None
     began = time.perf_counter()
     quality = quality_with_samples(answers.predictions, [e.target for e in test], metric_settings)
@@ -156,6 +175,15 @@ def evaluate_cell(
     speedup = None
     if dense:
         speedup = paired_ratio([p.generation_s for p in dense], [p.generation_s for p in rounds.passes["cell"]])
+    parent_comparison = {}
+    if parent_passes := rounds.passes.get("parent"):
+        cell_passes = rounds.passes["cell"]
+        parent_comparison = {
+            "energy": paired_ratio([p.j_per_token for p in cell_passes], [p.j_per_token for p in parent_passes]),
+            "speed": paired_ratio([p.tokens_per_s for p in cell_passes], [p.tokens_per_s for p in parent_passes]),
+        }
+        parent_comparison = {key: ratio.to_dict() for key, ratio in parent_comparison.items()}
+        parent_comparison.update(figures=pinned_figures(parent_passes), repeats=[asdict(p) for p in parent_passes])
     return EvalResult(
         quality=quality.scores,
         tokens_per_s=pinned["tokens_per_s"],
@@ -186,7 +214,8 @@ def evaluate_cell(
         repeats=[asdict(p) for p in rounds.passes["cell"]],
         answer_repeats=[asdict(p) for p in rounds.passes["cell:answers"]],
         metrics_s=time.perf_counter() - began,
-        generation_loop_s=serving.loop_s,
+        generation_loop_s=serving.loop_s + warmup_loop_s,
+        parent_comparison=parent_comparison,
         classification=class_view,
         early_exit=exits,
         quality_info={"floors": quality.floors_dict(), "signatures": metric_signatures(metric_settings)},

@@ -387,14 +387,16 @@ def probe_reference(
     model: dict[str, Any],
     built_model: str | None,
     test: str,
-    training: dict[str, Any],
+    trainings: dict[str, dict[str, Any]],
     generation: dict[str, Any],
     energy: dict[str, Any],
     probe: int,
     record: str,
 ) -> None:
-    """Re-measure the reference cell (the base model) for the run's noise floor: its pinned passes only, as its
-    evaluation measures them. The probes of a run are spread over it (rules/evaluate.smk)."""
+    """Re-measure the base model for the run's noise floor, stored in turn at each bit width of `trainings` (bits ->
+    the training settings that say how, e.g. its 16-bit dtype), the reference cell's first, as an evaluation
+    measures it: warm-up, then pinned passes. The probes of a run are spread over it (rules/common.smk:
+    probe_after)."""
     from joulebench.cells import Pruning
     from joulebench.data import read_examples
     from joulebench.energy import EnergySettings
@@ -407,21 +409,30 @@ def probe_reference(
     with failures_recorded(record, described, lambda: None):
         prompts = [e.prompt for e in read_examples(Path(test))]
         settings = EnergySettings.from_config(energy)
-        spec = CellSpec(resolve_model_path(cell["model"], model, built_model), None,
-                        Precision.from_config(int(cell["bits"]), training), Pruning("none"),
-                        trust_remote_code=bool(model.get("trust_remote_code", False)))  # fmt: skip
+        path = resolve_model_path(cell["model"], model, built_model)
+        widths = [int(cell["bits"]), *(int(b) for b in trainings if int(b) != int(cell["bits"]))]
+        by_bits: dict[str, Any] = {}
         with measuring(energy) as (monitor, span):
-            with monitor.window("prepare"):
-                served = serve_cell(spec)
-            server = Server(served.model, served.tokenizer, prompts, GenerationSettings.from_config(generation),
-                            TrainSettings.from_config(training).max_prompt_tokens)  # fmt: skip
-            serving = measure_serving(monitor, {"reference": server}, settings.warmup, settings.repeats, name="probe")
+            for width in widths:
+                training = trainings[str(width)]
+                spec = CellSpec(path, None, Precision.from_config(width, training), Pruning("none"),
+                                trust_remote_code=bool(model.get("trust_remote_code", False)))  # fmt: skip
+                with monitor.window(f"prepare-b{width}"):
+                    served = serve_cell(spec)
+                server = Server(served.model, served.tokenizer, prompts, GenerationSettings.from_config(generation),
+                                TrainSettings.from_config(training).max_prompt_tokens)  # fmt: skip
+                serving = measure_serving(monitor, {"base": server}, settings.warmup, settings.repeats,
+                                          name=f"probe-b{width}")  # fmt: skip
+                passes = serving.rounds.passes["base"]
+                by_bits[str(width)] = {**pinned_figures(passes), "repeats": [asdict(p) for p in passes],
+                                       "generation_loop_s": serving.loop_s}  # fmt: skip
+                del served, server
             details = provenance(monitor, energy, span)
-        passes = serving.rounds.passes["reference"]
+        reference = by_bits[str(int(cell["bits"]))]
         atomic_write_json(record, {
             "cell": described, "status": "ok", "probe": probe,
-            "result": {**pinned_figures(passes), "repeats": [asdict(p) for p in passes],
-                       "energy": serving.rounds.window, "generation_loop_s": serving.loop_s},
+            "result": {**reference, "by_bits": by_bits,
+                       "generation_loop_s": sum(b["generation_loop_s"] for b in by_bits.values())},
             "provenance": details,
         })  # fmt: skip
 
@@ -596,7 +607,7 @@ def aggregate(
     how the winner moves with Q and w, the training series, the selections that chose the pruned cells, example
     answers and when and how the results were measured. Each cell's `predictions.jsonl` sits beside its
     `eval.json`; each embedded model's `pretrain.json` (in `builds`) sits in results/models/<dataset>/<model>/."""
-    from joulebench.comparisons import add_paired, add_verdicts, noise_floors
+    from joulebench.comparisons import add_paired, add_verdicts, floors_json, noise_floors
     from joulebench.lifecycle import LifecycleSettings, add_lifecycle
     from joulebench.rank import RankingSettings, add_ranking, sensitivity
     from joulebench.summary import (
@@ -635,7 +646,7 @@ def aggregate(
         "rows": rows,
         "ranking": terms,
         "sensitivity": moves,
-        "noise_floor": {key: floor.to_dict() for key, floor in floors.items()},
+        "noise_floor": floors_json(floors),
         "finalists": paired,
         "metrics": metric_descriptions(evaluation_records),
         "training": [training_series(r) for r in training_records if r["status"] == "ok"],

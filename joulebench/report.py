@@ -578,6 +578,9 @@ def noise_floor_view(floors: Mapping[str, Any] | None, rows: Sequence[Mapping[st
             "energy": _floor_figure(energy), "speed": _floor_figure(speed, 4),
             "measurements": [{k: v for k, v in m.items() if k != "moment"} for m in measurements],
             "method": _text(floor.get("method")),
+            "by_bits": [{"bits": bits, "energy": _floor_figure(figures.get("energy_per_token")),
+                         "speed": _floor_figure(figures.get("tokens_per_s"), 4)}
+                        for bits, figures in sorted((floor.get("by_bits") or {}).items(), key=lambda b: int(b[0]))],
         })  # fmt: skip
     missing = [f"{d} / {m}" for d, m in pairs if floor_key(d, m) not in floors]
     why = (f"No noise floor for {', '.join(missing)}: its base model was not measured more than once, so no energy "

@@ -129,6 +129,8 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mo
     # Per timed pass, for the energy and speed verdicts (summary.json only).
     row["j_per_token_repeats"] = [joules_per_token(p["energy"]["total_kwh"], p["tokens"]) for p in result["repeats"]]
     row["tokens_per_s_repeats"] = [p["tokens"] / p["generation_s"] for p in result["repeats"]]
+    if paired := result.get("parent_comparison"):  # measured beside its unpruned parent in the same rounds
+        row["parent_paired"] = {key: paired[key] for key in ("energy", "speed")}
     for key in ("peak_mem_mb", "model_size_mb", "peak_mem_kind"):
         row[key] = result[key]
     row["batch_latency_s"] = result["batch_s"]["mean"]

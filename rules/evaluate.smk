@@ -93,7 +93,9 @@ rule probe_reference:
         cell=lambda w: canonical({"dataset": w.dataset, "model": w.model, "bits": int(config["reference_bits"]),
                                   "epochs": 0, "training": grid.REFERENCE_TRAINING.id, "pruning": "none"}),
         model=model_param,
-        training=lambda w: canonical(grid.training_for(config, int(config["reference_bits"]), 0)),
+        # the base model at every bit width of the grid (each runs other kernels), the reference's first
+        trainings=lambda w: canonical({str(bits): grid.training_for(config, bits, 0)
+                                       for bits in sorted({int(config["reference_bits"]), *config["bits"]})}),
         generation=canonical(config["generation"]),
         energy=ENERGY,
         software=SOFTWARE,

@@ -8,7 +8,7 @@ with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
         model=params["model"],
         built_model=sm.input.base or None,
         test=sm.input.test,
-        training=params["training"],
+        trainings=params["trainings"],
         generation=params["generation"],
         energy=params["energy"],
         probe=int(sm.wildcards.index),

@@ -24,8 +24,12 @@ def _row(epochs, pruning, jpt, tps, bits=32, rho=0.3, started="2026-12-03T10:00:
 def _probe(index, jpt, tps):
     passes = [{"energy": {"total_kwh": j * t / 3.6e6}, "tokens": t, "generation_s": t / s}
               for j, s, t in zip(jpt, tps, [100] * len(jpt), strict=True)]  # fmt: skip
-    return {"status": "ok", "probe": index, "cell": {"dataset": "d", "model": "m"}, "result": {"repeats": passes},
+    return {"status": "ok", "probe": index, "cell": {"dataset": "d", "model": "m", "bits": 32},
+            "result": {"repeats": passes},
             "provenance": {"started_utc": f"2026-12-03T10:0{index}:00+00:00"}}  # fmt: skip
+
+
+CELL = {"model": "m", "bits": 32}
 
 
 @pytest.fixture
@@ -59,6 +63,39 @@ def test_verdicts_against_parent_and_base_clear_the_floor_or_are_within_noise(ro
     assert pruned["energy_verdict_base"] == "lower"  # against the base it still clears the floor
 
 
+def test_a_cell_measured_beside_its_parent_is_judged_on_the_paired_ratio(rows):
+    pruned = rows[2]
+    # Its own evaluation served the parent in the same rounds: the 5 % seen across jobs was drift, 1 % remains.
+    pruned["parent_paired"] = {"energy": {"estimate": 1.01, "low": 0.99, "high": 1.03, "paired": True, "reason": ""},
+                               "speed": {"estimate": 0.99, "low": 0.97, "high": 1.01, "paired": True, "reason": ""}}
+    probes = [_probe(1, [1.1] * 5, [95] * 5)]
+    add_verdicts(rows, noise_floors(rows, probes))
+    assert pruned["energy_vs"] == "unpruned parent (paired)" and pruned["energy_ratio"] == pytest.approx(1.01)
+    assert pruned["energy_verdict"] == pruned["speed_verdict"] == "within noise"
+    assert "interval includes 1" in pruned["energy_reason"]
+
+
+def test_each_bit_width_has_its_own_floor_and_a_comparison_takes_the_larger(rows):
+    def probe(index, widths):
+        record = _probe(index, [1.0] * 5, [100] * 5)
+        record["result"]["by_bits"] = {bits: {"repeats": _probe(index, [j] * 5, [s] * 5)["result"]["repeats"]}
+                                       for bits, (j, s) in widths.items()}  # fmt: skip
+        return record
+
+    # The base model at 32 bits barely moves; at 16 bits it moves by 30 %.
+    probes = [probe(1, {"32": (1.0, 100), "16": (0.5, 200)}), probe(2, {"32": (1.01, 99), "16": (0.65, 160)})]
+    floors = noise_floors(rows, probes)
+    assert floors["d/m"].energy_per_token.floor == pytest.approx(0.01, abs=0.021)  # evaluation, probes 1 and 2
+    assert floors["d/m/b16"].energy_per_token.floor == pytest.approx(0.3)
+    tuned = {**rows[1], "bits": 16}
+    add_verdicts([rows[0], tuned], floors)
+    assert tuned["energy_ratio"] == pytest.approx(0.5, rel=0.01)
+    assert tuned["energy_verdict"] == "lower"  # 0.5 clears 1 / 1.3
+    tuned["j_per_token_repeats"] = [0.8, 0.81, 0.79, 0.8, 0.8]
+    add_verdicts([rows[0], tuned], floors)
+    assert tuned["energy_verdict"] == "within noise"  # 0.8 would clear the 32-bit floor, not the 16-bit one
+
+
 def test_without_a_floor_no_difference_is_claimed(rows):
     add_verdicts(rows, {})
     assert rows[1]["energy_verdict"] == "within noise" and "no noise floor" in rows[1]["energy_reason"]
@@ -66,11 +103,11 @@ def test_without_a_floor_no_difference_is_claimed(rows):
 
 def test_finalists_get_paired_ratios_against_their_base(rows):
     record = {"dataset": "d", "status": "ok", "rounds": 3, "finalists": [
-        {"label": "base", "roles": ["base"], "cell_key": list(cell_key(rows[0])), "cell": {"model": "m"},
+        {"label": "base", "roles": ["base"], "cell_key": list(cell_key(rows[0])), "cell": CELL,
          "rounds": {"wh_per_query": [1.0, 1.3, 0.8], "tokens_per_s": [100, 80, 120]}},
-        {"label": "tuned", "roles": ["rank 1"], "cell_key": list(cell_key(rows[1])), "cell": {"model": "m"},
+        {"label": "tuned", "roles": ["rank 1"], "cell_key": list(cell_key(rows[1])), "cell": CELL,
          "rounds": {"wh_per_query": [0.5, 0.66, 0.4], "tokens_per_s": [200, 161, 240]}},
-        {"label": "pruned", "roles": ["baseline"], "cell_key": list(cell_key(rows[2])), "cell": {"model": "m"},
+        {"label": "pruned", "roles": ["baseline"], "cell_key": list(cell_key(rows[2])), "cell": CELL,
          "rounds": {"wh_per_query": [0.52, 0.67, 0.41], "tokens_per_s": [195, 155, 236]}},
     ]}  # fmt: skip
     floors = noise_floors(rows, [_probe(1, [1.1] * 5, [95] * 5)])  # floors of 10 % and 5 %

@@ -177,6 +177,10 @@ def test_evaluating_a_pruned_4bit_cell(tiny_model, examples):
     # Batch-1 latency: time to first token and per output token after it, over the prompts (4 here, 8 at most).
     assert result.ttft_s["n"] == 4 and result.ttft_s["mean"] > 0 and result.tpot_s["mean"] > 0
     assert "batch 1" in result.latency["method"]
+    # Served beside its unpruned parent in the same rounds: the comparison with it is paired.
+    parent = result.parent_comparison
+    assert [p["round"] for p in parent["repeats"]] == [1, 2, 3, 4, 5]
+    assert parent["energy"]["paired"] and parent["speed"]["paired"]
     assert set(result.quality) >= {"bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine"}
     assert result.energy["total_kwh"] > 0 and result.model_size_mb > 0
 

@@ -269,6 +269,12 @@ def new_sections() -> dict[str, Any]:
                                  for source, started, j, tps in measurements],
                 "method": "the reference cell (the base model, not fine-tuned) measured 3 times spread over the run "
                           "(its own evaluation and 2 re-measurements); floor = max / min − 1 of those medians",
+                "by_bits": {
+                    "4": {"energy_per_token": {"floor": 0.12, "measurements": 2},
+                          "tokens_per_s": {"floor": 0.11, "measurements": 2}},
+                    "32": {"energy_per_token": {"floor": ENERGY_FLOOR, "measurements": 3},
+                           "tokens_per_s": {"floor": SPEED_FLOOR, "measurements": 3}},
+                },
             },
             "saf/tiny-llama": {
                 "reference": "tiny-llama b32 e0 (the base model)",
@@ -642,6 +648,10 @@ def test_first_page_states_the_noise_floor_and_the_recommendation(html, tree):
     assert "outside ×0.952 … ×1.050, a tokens/s ratio outside ×0.962 … ×1.040" in text
     assert "floor = max / min − 1 of those medians" in text
     assert "called lower or higher only when its whole 95 % interval lies beyond the run's noise floor" in text
+    assert "a comparison between two cells uses the larger floor of their two widths" in text
+    by_bits = [[_text(td) for td in tr.iter(f"{XHTML}td")] for table in _tables(first, "floor-by-bits")
+               for tr in table.iter(f"{XHTML}tr")][1:]  # fmt: skip
+    assert by_bits == [["4", "2", "12.0 %", "11.0 %"], ["32", "3", "5.0 %", "4.0 %"]]
     assert "saf / tiny-llama: tiny-llama b32 e0 (the base model) was measured 1 time" in text
     assert "Its energy per token has no floor (fewer than two measurements)" in text
     # The recommendation: the rank-1 cell, its paired figures against the base with their verdicts, Δρ, p(first).

@@ -136,7 +136,7 @@ def check_ranges(row: dict[str, str]) -> None:
         assert row["energy_vs"] == row["energy_verdict"] == row["speed_verdict"] == "reference"
     else:
         assert row["energy_verdict"] in VERDICTS and row["speed_verdict"] in VERDICTS
-        assert row["energy_vs"] == ("base model" if row["pruning"] == "none" else "unpruned parent")
+        assert row["energy_vs"] == ("base model" if row["pruning"] == "none" else "unpruned parent (paired)")
     for column in ("energy_verdict_base", "speed_verdict_base", "paired_energy_verdict", "paired_speed_verdict"):
         assert row[column] in (VERDICTS | {"reference", ""}), (column, row[column])
 
@@ -151,6 +151,10 @@ def check_report(results: Path) -> None:
     assert len(inks) == pages >= 2 and min(inks) > 0.01, inks
     text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout.split())
     assert all(title in text for title in FIGURES.values()), text[:2000]
+    first = " ".join(subprocess.run(["pdftotext", "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True,
+                                    text=True).stdout.split())  # fmt: skip
+    # The first page says how far the run's own measurements moved, and the side-by-side figures of its pick.
+    assert "noise floor" in first and "paired" in first and "within noise" in first, first[:3000]
     ET.fromstring((results / "report.html").read_text())
 
 
@@ -194,7 +198,7 @@ def test_micro_grid_prunes_the_top_k_and_says_kernels_are_dense(micro):
     assert "no speedup expected" in (workdir / "results" / "report.html").read_text()
     # Masked-dense kernels multiply the zeros like any other number: no energy or speed difference is claimed.
     for row in pruned:
-        assert row["energy_vs"] == "unpruned parent"
+        assert row["energy_vs"] == "unpruned parent (paired)"
         assert row["energy_verdict"] == row["speed_verdict"] == "within noise", row
 
 
