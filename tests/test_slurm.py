@@ -82,8 +82,9 @@ def test_micro_grid_runs_through_sbatch(slurm_conf, tmp_path):
     assert len(submitted) == steps - len(LOCAL_RULES) - in_groups >= 10, (per_rule, steps)
     assert per_rule["evaluate"] == len(rows) and per_rule["finetune"] == 4, per_rule
     assert per_rule["data"] == per_rule["summary"] == 1, per_rule
-    assert set(per_rule) == {"data", "class_centroids", "embedded_model", "finetune", "evaluate", "select_for_pruning",
-                             "summary"}, per_rule  # fmt: skip
+    assert per_rule["finalists"] == 1 and per_rule["probe_reference"] >= 3, per_rule
+    assert set(per_rule) == {"data", "class_centroids", "embedded_model", "finetune", "evaluate", "probe_reference",
+                             "select_for_pruning", "finalists", "summary"}, per_rule  # fmt: skip
 
     # ... and slurmctld accepted each one and saw it finish.
     controller_log = (slurm_conf.parent / "slurmctld.log").read_text()
