@@ -108,6 +108,11 @@ def _floor(floors: Mapping[str, NoiseFloor], dataset: str, model: str, figure: s
     return max(found, default=None)
 
 
+def energy_floor(floors: Mapping[str, NoiseFloor], row: Mapping[str, Any]) -> float | None:
+    """The energy noise floor of the row's bit width (the reference's where that width has none)."""
+    return _floor(floors, row["dataset"], row["model"], "energy", row["bits"])
+
+
 def _columns(prefix: str, suffix: str, ratio: Ratio, judged: str) -> dict[str, Any]:
     return {f"{prefix}_ratio{suffix}": ratio.estimate, f"{prefix}_ratio{suffix}_lo": ratio.low,
             f"{prefix}_ratio{suffix}_hi": ratio.high, f"{prefix}_verdict{suffix}": judged}  # fmt: skip

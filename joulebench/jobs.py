@@ -607,7 +607,7 @@ def aggregate(
     how the winner moves with Q and w, the training series, the selections that chose the pruned cells, example
     answers and when and how the results were measured. Each cell's `predictions.jsonl` sits beside its
     `eval.json`; each embedded model's `pretrain.json` (in `builds`) sits in results/models/<dataset>/<model>/."""
-    from joulebench.comparisons import add_paired, add_verdicts, floors_json, noise_floors
+    from joulebench.comparisons import add_paired, add_verdicts, energy_floor, floors_json, noise_floors
     from joulebench.lifecycle import LifecycleSettings, add_lifecycle
     from joulebench.rank import RankingSettings, add_ranking, sensitivity
     from joulebench.summary import (
@@ -634,7 +634,7 @@ def aggregate(
     paired = add_paired(rows, finalist_records, floors, cell_key)
     predictions = {cell_key(row): read_predictions(Path(path).with_name("predictions.jsonl"))
                    for row, path in zip(rows, evaluations, strict=True) if row["status"] == "ok"}  # fmt: skip
-    add_uncertainty(rows, predictions, settings)
+    add_uncertainty(rows, predictions, settings, energy_floor=lambda row: energy_floor(floors, row))
     moves = sensitivity(rows, settings)
     for table in moves.values():
         for entry in (*table["queries"], *table["w"]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,11 +224,13 @@ def add_uncertainty(
     settings: RankingSettings,
     resamples: int = 2000,
     seed: int = 0,
+    energy_floor: Callable[[Mapping[str, Any]], float | None] | None = None,
 ) -> None:
     """Paired bootstrap intervals of every quality metric against the base model (`delta_<m>`, `_lo`, `_hi`,
     `verdict_<m>`), of a pruned cell's ρ against its unpruned parent (`delta_parent_rho`, ...), and how often each
-    cell ranks first when the test items are resampled: over all tuned cells (`p_first`) and over the unpruned ones
-    that the top-k selection ranked (`finetune_p_first`). Cells without per-item scores are left without them; a
+    cell ranks first when the test items are resampled and, with `energy_floor` (a row's energy noise floor), each
+    cell's energy redrawn within it: over all tuned cells (`p_first`) and over the unpruned ones that the top-k
+    selection ranked (`finetune_p_first`). Cells without per-item scores are left without them; a
     metric without a per-item value (a rescaled score whose floor could not be measured) gets no interval."""
     from joulebench.rank import RHO_COLUMNS, cost
     from joulebench.uncertainty import CellSample, item_rho, paired_bootstrap, rank_stability
@@ -261,7 +263,8 @@ def add_uncertainty(
                             f"delta_{metric}_hi": interval.high, f"verdict_{metric}": interval.verdict})  # fmt: skip
             row_cost, base_cost = cost(row, settings), cost(base, settings)
             if "rho" in intervals and row_cost is not None and base_cost is not None and "rank" in row:
-                samples.append((row, CellSample(row_cost, base_cost, item_rho(cell, columns))))
+                floor = (energy_floor(row) if energy_floor is not None else None) or 0.0
+                samples.append((row, CellSample(row_cost, base_cost, item_rho(cell, columns), floor)))
             parent = parents.get(cell_key(row)[:-1])
             parent_scores = scores[cell_key(parent)] if parent is not None and parent is not row else None
             if parent_scores is not None:

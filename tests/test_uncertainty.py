@@ -151,3 +151,18 @@ def test_rank_stability_refuses_cells_on_different_items():
     with pytest.raises(ValueError, match="cell 1"):
         rank_stability([CellSample(1.0, 1.0, [0.1, 0.2]), CellSample(1.0, 1.0, [0.1])], w=0.5)
     assert rank_stability([], w=0.5) == []
+
+
+def test_rank_stability_redraws_energy_within_the_noise_floor():
+    # Same items, the first cell 5 % cheaper: held fixed it always wins; within a 20 % floor either may win, within
+    # a 1 % floor the 5 % still decides.
+    values = np.random.default_rng(2).uniform(0.0, 1.0, 30).tolist()
+    fixed = [CellSample(1.0, 1.0, values), CellSample(1.05, 1.0, values)]
+    assert rank_stability(fixed, w=0.7, resamples=400) == [1.0, 0.0]
+    wide = [CellSample(1.0, 1.0, values, 0.2), CellSample(1.05, 1.0, values, 0.2)]
+    shares = rank_stability(wide, w=0.7, resamples=400)
+    assert 0.5 < shares[0] < 0.95 and 0.05 < shares[1] < 0.5 and sum(shares) == pytest.approx(1.0)
+    narrow = [CellSample(1.0, 1.0, values, 0.01), CellSample(1.05, 1.0, values, 0.01)]
+    assert rank_stability(narrow, w=0.7, resamples=400) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="energy_floor"):
+        rank_stability([CellSample(1.0, 1.0, values, -0.1)], w=0.7)
