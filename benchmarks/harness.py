@@ -135,6 +135,7 @@ def thousand_cell_config(config: dict[str, Any]) -> dict[str, Any]:
             {"precision": "32-true", "sparsity": {"method": "gradual", "target": 0.3}},
         ],
         early_exit=[],
+        merge=[],
     )  # fmt: skip
     grid["pruning"] = {
         **config["pruning"],

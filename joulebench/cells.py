@@ -191,40 +191,90 @@ class TrainVariant:
 REFERENCE_TRAINING = TrainVariant()
 
 
+CONFIDENCE_IDS = {"softmax-gap": "", "saturation": "sat"}  # the default measure adds nothing to a cell's id
+
+
 @dataclass(frozen=True, order=True)
 class EarlyExit:
-    """Early-exit decoding: a token leaves the decoder after the first layer (from `min_layer` on) whose next-token
-    probability exceeds `threshold` (strictly, so 1.0 never exits), read through `heads` (a name in
-    `joulebench.early_exit.EXIT_HEADS`: `shared`, the final norm and LM head; `trained`, a cheap per-exit head)."""
+    """Early-exit decoding as in CALM (Schuster et al. 2022): a token leaves the decoder after the first layer (from
+    `min_layer` on) whose confidence exceeds `threshold` (strictly, so 1.0 never exits). `measure` is a name in
+    `joulebench.early_exit.CONFIDENCE_MEASURES`: `softmax-gap`, the top-1 minus top-2 next-token probability read
+    through the exit head, or `saturation`, the cosine between the hidden states after this layer and the one
+    before. `heads` is a name in `joulebench.early_exit.EXIT_HEADS`: `shared`, the model's own final norm and LM
+    head, untrained for intermediate states; `trained`, a cheap per-exit map fitted before the LM head."""
 
     threshold: float
     heads: str = "shared"
     min_layer: int = 1
+    measure: str = "softmax-gap"
 
     @property
     def id(self) -> str:
         heads = "" if self.heads == "shared" else self.heads
-        return f"exit{round(self.threshold * 100):02d}{heads}"
+        measure = CONFIDENCE_IDS.get(self.measure, self.measure.replace("-", ""))
+        return f"exit{round(self.threshold * 100):02d}{heads}{measure}"
 
     @property
     def label(self) -> str:
-        heads = "" if self.heads == "shared" else f", {self.heads} heads"
-        return f"early exit τ={self.threshold:.2f}{heads}"
+        heads = "shared (untrained) heads" if self.heads == "shared" else f"{self.heads} heads"
+        return f"early exit {self.measure} > {self.threshold:.2f}, {heads}"
 
     @classmethod
-    def from_config(cls, entry: dict[str, Any]) -> EarlyExit:
-        if extra := sorted(set(entry) - {"threshold", "heads", "min_layer"}):
-            raise ValueError(f"unknown key {', '.join(extra)}; early exit takes threshold, heads, min_layer")
-        threshold = float(entry["threshold"])
-        if not 0 < threshold <= 1 or abs(threshold * 100 - round(threshold * 100)) > 1e-9:
-            raise ValueError(f"early exit threshold {threshold} must be a whole percent in (0, 1] (e.g. 0.9)")
+    def expand(cls, entry: dict[str, Any]) -> list[EarlyExit]:
+        """One setting per threshold of the entry: `threshold` (one) or `thresholds` (a list, the curve the report
+        draws quality and energy along)."""
+        if extra := sorted(set(entry) - {"threshold", "thresholds", "heads", "min_layer", "measure"}):
+            raise ValueError(f"unknown key {', '.join(extra)}; early exit takes threshold or thresholds, heads, "
+                             "measure, min_layer")  # fmt: skip
+        if ("threshold" in entry) == ("thresholds" in entry):
+            raise ValueError("give either threshold (one value) or thresholds (a list)")
+        thresholds = entry["thresholds"] if "thresholds" in entry else [entry["threshold"]]
+        if not isinstance(thresholds, list) or not thresholds:
+            raise ValueError(f"thresholds must be a non-empty list, got {thresholds!r}")
         heads = str(entry.get("heads", "shared"))
         if not heads.isalnum() or heads != heads.lower():
             raise ValueError(f"early exit heads {heads!r} must be lower-case letters and digits")
+        measure = str(entry.get("measure", "softmax-gap"))
+        if not measure or not all(c.isalnum() or c == "-" for c in measure) or measure != measure.lower():
+            raise ValueError(f"early exit measure {measure!r} must be lower-case letters, digits and hyphens")
         min_layer = int(entry.get("min_layer", 1))
         if min_layer < 1:
             raise ValueError(f"early exit min_layer {min_layer} must be at least 1")
-        return cls(round(threshold, 2), heads, min_layer)
+        settings = []
+        for value in thresholds:
+            threshold = float(value)
+            if not 0 < threshold <= 1 or abs(threshold * 100 - round(threshold * 100)) > 1e-9:
+                raise ValueError(f"early exit threshold {threshold} must be a whole percent in (0, 1] (e.g. 0.9)")
+            settings.append(cls(round(threshold, 2), heads, min_layer, measure))
+        return settings
+
+
+MERGE_FORMS = {"requantize": ("merge-requantize", "merged → re-quantized"),
+               "16-bit": ("merge-16bit", "merged → 16-bit")}  # form: (id, label)
+
+
+@dataclass(frozen=True, order=True)
+class Merge:
+    """A 4- or 8-bit cell deployed otherwise than as it was trained (its adapter unmerged on the quantized base):
+    `requantize` merges the adapter into the dequantized base and quantizes the sum again at the cell's bits (the
+    learned delta is about one quantization step, so the rounding partly erases it; QA-LoRA); `16-bit` merges it
+    into a model stored in `training.dtype_16`."""
+
+    form: str
+
+    @property
+    def id(self) -> str:
+        return MERGE_FORMS[self.form][0]
+
+    @property
+    def label(self) -> str:
+        return MERGE_FORMS[self.form][1]
+
+    @classmethod
+    def from_config(cls, entry: Any) -> Merge:
+        if entry not in MERGE_FORMS:
+            raise ValueError(f"unknown merge form {entry!r}; known: {', '.join(MERGE_FORMS)}")
+        return cls(str(entry))
 
 
 @dataclass(frozen=True, order=True)
@@ -269,30 +319,40 @@ class EvalCell:
 
 def training_variants(config: dict[str, Any]) -> dict[str, TrainVariant]:
     """The training variants every (bits, epochs) cell is fine-tuned in; by default one, `32-true` and dense."""
-    return _settings_by_id(config.get("training_variants") or [{}], "training_variants", TrainVariant.from_config)
+    return _settings_by_id(config.get("training_variants") or [{}], "training_variants",
+                           lambda entry: [TrainVariant.from_config(entry)])
 
 
 def early_exit_settings(config: dict[str, Any]) -> dict[str, EarlyExit]:
-    """Early-exit decodings applied, like the pruning settings, to the cells selected for pruning."""
-    return _settings_by_id(config.get("early_exit") or [], "early_exit", EarlyExit.from_config)
+    """Early-exit decodings applied, like the pruning settings, to the cells selected for pruning: one per
+    threshold of each entry."""
+    return _settings_by_id(config.get("early_exit") or [], "early_exit", EarlyExit.expand)
 
 
-Setting = TypeVar("Setting", TrainVariant, EarlyExit)
+def merge_settings(config: dict[str, Any]) -> dict[str, Merge]:
+    """The deployment forms every dense-trained 4/8-bit cell is also evaluated in (`merge`), beside its adapter
+    unmerged on the quantized base."""
+    return _settings_by_id(config.get("merge") or [], "merge", lambda entry: [Merge.from_config(entry)])
+
+
+Setting = TypeVar("Setting", TrainVariant, EarlyExit, Merge)
 
 
 def _settings_by_id(
-    entries: list[dict[str, Any]], key: str, parse: Callable[[dict[str, Any]], Setting]
+    entries: list[Any], key: str, parse: Callable[[Any], list[Setting]]
 ) -> dict[str, Setting]:
-    """The config list `key` parsed entry by entry, keyed by id; a ValueError names the entry at fault."""
+    """The config list `key` parsed entry by entry (an entry may give several settings), keyed by id; a ValueError
+    names the entry at fault."""
     settings: dict[str, Setting] = {}
     for index, entry in enumerate(entries):
         try:
-            setting = parse(entry)
+            parsed = parse(entry)
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{key}[{index}]: {error}") from None
-        if setting.id in settings:
-            raise ValueError(f"{key}[{index}]: {setting.label!r} is listed twice")
-        settings[setting.id] = setting
+        for setting in parsed:
+            if setting.id in settings:
+                raise ValueError(f"{key}[{index}]: {setting.label!r} is listed twice")
+            settings[setting.id] = setting
     return settings
 
 
@@ -365,6 +425,18 @@ def post_training_variants(config: dict[str, Any]) -> list[str]:
     return [*pruning, *exits]
 
 
+def merged_cells(config: dict[str, Any]) -> list[EvalCell]:
+    """Every dense-trained 4/8-bit fine-tuned cell in each `merge` form. A sparse-trained cell is served merged
+    already (its masks hold for the merged weights), so it has no unmerged form to compare with."""
+    variants = training_variants(config)
+    return [
+        EvalCell(cell.dataset, cell.model, cell.bits, cell.epochs, merge, cell.training)
+        for cell in finetune_cells(config)
+        if cell.bits in (4, 8) and variants[cell.training].sparsity.method == "dense"
+        for merge in merge_settings(config)
+    ]
+
+
 def pruned_cells(config: dict[str, Any], selected: list[FinetuneCell]) -> list[EvalCell]:
     """Every pruning setting and early-exit decoding applied to each selected fine-tuned cell."""
     return [
@@ -376,7 +448,7 @@ def pruned_cells(config: dict[str, Any], selected: list[FinetuneCell]) -> list[E
 
 def eval_cells(config: dict[str, Any]) -> list[EvalCell]:
     """The whole grid, as with `pruning.select: all`."""
-    return unpruned_cells(config) + pruned_cells(config, finetune_cells(config))
+    return unpruned_cells(config) + merged_cells(config) + pruned_cells(config, finetune_cells(config))
 
 
 def read_selection(path: str | Path, dataset: str) -> list[FinetuneCell]:

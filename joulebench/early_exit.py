@@ -1,11 +1,19 @@
 """Early-exit greedy decoding (CALM, Schuster et al. 2022) for Llama-layout causal LMs.
 
-Each decoding step runs the decoder layer by layer; after layer l (from `min_layer` on, below the last) an exit head
-reads the next-token distribution from the hidden state, and a sequence whose top probability exceeds the threshold
-takes that token. A batch stops once every unfinished sequence has its token; the layers it skipped get only their
-keys and values, computed from the last hidden state (CALM's state propagation), so later tokens still attend to
-every layer. The first new token comes from the prompt's full pass: the prompt needs every layer for its cache, so its
-last position's full-depth prediction costs nothing more.
+Each decoding step runs the decoder layer by layer; after layer l (from `min_layer` on, below the last) a confidence
+measure (`CONFIDENCE_MEASURES`, CALM's) tests the hidden state, and a sequence whose confidence exceeds the threshold
+takes the token the exit head reads from it. CALM's measures: `softmax-gap`, the top-1 minus the top-2 next-token
+probability through the exit head (its "softmax response"), which costs an LM-head matmul per test; `saturation`, the
+cosine between the hidden states after this layer and the one before, which costs next to nothing, the head being
+read only where a token exits. A batch stops once every unfinished sequence has its token; the layers it skipped get
+only their keys and values, computed from the last hidden state (CALM's state propagation), so later tokens still
+attend to every layer. The first new token comes from the prompt's full pass: the prompt needs every layer for its
+cache, so its last position's full-depth prediction costs nothing more.
+
+The statistics count the compute as multiply-accumulates of the linear layers (attention scores left out): the
+layers run, the exit tests, the exit-head reads, the state propagation and the final head, against what full depth
+costs for the same tokens. On a 128k vocabulary an LM-head read costs about as much as 2.4 decoder layers of
+Llama-3-8B, so tests that read it can cost more than the layers they skip.
 
 The loop mirrors the model's own forward and `GenerationMixin` greedy search in the installed transformers (position
 ids from the attention mask, the mask dropped when nothing is padded, `create_causal_mask`, logits of the last
@@ -91,6 +99,10 @@ class ExitHeads:
     def fit_record(self) -> dict[str, Any]:
         """What preparing the heads found, for `eval.json`; nothing for heads that are not fitted."""
         return {}
+
+    def extra_macs(self) -> int:
+        """Multiply-accumulates per token an exit read costs beyond the final norm and LM head."""
+        return 0
 
 
 EXIT_HEADS: Registry[type[ExitHeads]] = Registry("early-exit heads")
@@ -178,6 +190,9 @@ class TrainedHeads(ExitHeads):
             "held_out_positions": self.held_out_positions,
             "identity_layers": self.identity_layers,
         }
+
+    def extra_macs(self) -> int:
+        return self.weight.shape[-1] ** 2
 
     def mapped(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         if layer >= self.layers:
@@ -272,21 +287,91 @@ def _tensor(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+# --- confidence measures ----------------------------------------------------------------------------------------------
+
+
+class ConfidenceMeasure:
+    """How sure the model is after a layer, in [0, 1] for CALM's thresholds (> threshold exits, so 1.0 never does).
+    `reads_head` says whether the test itself needs the exit head's logits (it then costs an LM-head read)."""
+
+    reads_head: ClassVar[bool] = True
+
+    def __call__(self, logits: torch.Tensor | None, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+CONFIDENCE_MEASURES: Registry[type[ConfidenceMeasure]] = Registry("early-exit confidence measure")
+
+
+@CONFIDENCE_MEASURES.register("softmax-gap")
+class SoftmaxGap(ConfidenceMeasure):
+    """CALM's softmax response: the top-1 minus the top-2 probability of the next-token distribution."""
+
+    def __call__(self, logits: torch.Tensor | None, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        assert logits is not None
+        top = torch.softmax(logits.float(), dim=-1).topk(2, dim=-1).values
+        return top[..., 0] - top[..., 1]
+
+
+@CONFIDENCE_MEASURES.register("saturation")
+class Saturation(ConfidenceMeasure):
+    """CALM's hidden-state saturation: the cosine between the hidden state after this layer and the one before (the
+    embeddings before layer 1), clamped to [0, 1]."""
+
+    reads_head = False
+
+    def __call__(self, logits: torch.Tensor | None, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        return F.cosine_similarity(hidden.float(), previous.float(), dim=-1).clamp(0.0, 1.0)
+
+
 # --- statistics -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExitCosts:
+    """Multiply-accumulates per token of each part of a decoding step (the linear layers' weights)."""
+
+    layer: int  # one decoder layer
+    test: int  # one exit test (an LM-head read for softmax-gap, a cosine for saturation)
+    head: int  # one read of the exit head, or of the final norm and LM head
+    fill: int  # one skipped layer's state propagation (its key and value projections)
+    layers: int
+
+    @property
+    def full_depth(self) -> int:
+        return self.layers * self.layer + self.head
+
+    @classmethod
+    def of(cls, model: Any, heads: ExitHeads, measure: ConfidenceMeasure) -> ExitCosts:
+        layers = model.model.layers
+        head = _linear_macs(model.lm_head) + heads.extra_macs()
+        fill = _linear_macs(layers[0].self_attn.k_proj) + _linear_macs(layers[0].self_attn.v_proj)
+        test = head if measure.reads_head else 3 * model.config.hidden_size
+        return cls(_linear_macs(layers[0]), test, head, fill, len(layers))
+
+
+def _linear_macs(module: torch.nn.Module) -> int:
+    """Multiply-accumulates per token of every linear layer in `module` (a LoRA adapter's A and B included)."""
+    return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+
 
 
 @dataclass
 class ExitStats:
     """Where generated tokens left the decoder, summed over calls. `computed_layers` counts full layers run on behalf
     of each generated token (a batch runs until its last sequence exits, so a token may pay for layers beyond its own
-    exit); `filled_layers` the layers that only got keys and values; `head_evaluations` the exit-head reads."""
+    exit); `filled_layers` the layers that only got keys and values; `exit_tests` the confidence tests, `head_reads`
+    the exit-head and final-head reads. With `costs`, `macs` sums what all of that cost and `test_macs` the tests'
+    own part, against `full_depth_macs`, what the same tokens cost at full depth."""
 
     layers: int
+    costs: ExitCosts | None = None
     tokens: int = 0
     exit_layer_sum: int = 0
     computed_layers: int = 0
     filled_layers: int = 0
-    head_evaluations: int = 0
+    exit_tests: int = 0
+    head_reads: int = 0
     histogram: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -299,54 +384,76 @@ class ExitStats:
         return self.exit_layer_sum / self.tokens if self.tokens else 0.0
 
     @property
-    def compute_fraction(self) -> float:
+    def layer_fraction(self) -> float:
         """Full layers run per token over the model's depth; 0 before any token."""
         return self.computed_layers / (self.tokens * self.layers) if self.tokens else 0.0
 
-    def record(self, exits: torch.Tensor, computed: int, heads: int) -> None:
-        """Count one step: `exits` holds the 1-based exit layer of each token generated in it."""
+    @property
+    def test_macs(self) -> int:
+        return self.exit_tests * self.costs.test if self.costs else 0
+
+    @property
+    def macs(self) -> int:
+        if self.costs is None:
+            return 0
+        c = self.costs
+        return self.computed_layers * c.layer + self.test_macs + self.head_reads * c.head + self.filled_layers * c.fill
+
+    @property
+    def full_depth_macs(self) -> int:
+        return self.tokens * self.costs.full_depth if self.costs else 0
+
+    @property
+    def compute_fraction(self) -> float | None:
+        """The decoding's compute over full depth's for the same tokens, the exit tests included; None without a
+        cost model or a token."""
+        return self.macs / self.full_depth_macs if self.full_depth_macs else None
+
+    @property
+    def test_share(self) -> float | None:
+        """The exit tests' share of the decoding's compute."""
+        return self.test_macs / self.macs if self.macs else None
+
+    def record(self, exits: torch.Tensor, computed: int, tests: int, reads: int) -> None:
+        """Count one step: `exits` holds the 1-based exit layer of each token generated in it; the step ran
+        `computed` layers, `tests` confidence tests and `reads` head reads on each of its rows."""
         count = exits.numel()
         self.tokens += count
         self.exit_layer_sum += int(exits.sum())
         self.computed_layers += computed * count
         self.filled_layers += (self.layers - computed) * count
-        self.head_evaluations += heads * count
+        self.exit_tests += tests * count
+        self.head_reads += reads * count
         for index, value in enumerate(torch.bincount(exits.flatten().cpu(), minlength=self.layers + 1)[1:].tolist()):
             self.histogram[index] += value
 
-    def merge(self, other: ExitStats) -> None:
-        if other.layers != self.layers:
-            raise ValueError(f"cannot merge exit statistics of {other.layers} layers into {self.layers}")
-        self.tokens += other.tokens
-        self.exit_layer_sum += other.exit_layer_sum
-        self.computed_layers += other.computed_layers
-        self.filled_layers += other.filled_layers
-        self.head_evaluations += other.head_evaluations
-        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
-
     def reset(self) -> None:
-        self.tokens = self.exit_layer_sum = self.computed_layers = self.filled_layers = self.head_evaluations = 0
+        self.tokens = self.exit_layer_sum = self.computed_layers = self.filled_layers = 0
+        self.exit_tests = self.head_reads = 0
         self.histogram = [0] * self.layers
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "mean_exit_layer": self.mean_exit_layer, "compute_fraction": self.compute_fraction}
+        return {**asdict(self), "mean_exit_layer": self.mean_exit_layer, "layer_fraction": self.layer_fraction,
+                "macs": self.macs, "test_macs": self.test_macs, "full_depth_macs": self.full_depth_macs,
+                "compute_fraction": self.compute_fraction, "test_share": self.test_share}  # fmt: skip
 
 
 # --- the decoder ------------------------------------------------------------------------------------------------------
 
 
 class EarlyExitDecoder:
-    """Greedy decoding with early exits; `stats` accumulates over calls (reset it between measurements). The exit
-    heads are read after every layer from `min_layer` on even at threshold 1, where none can fire, so such a cell
-    measures the decoder's own overhead while producing the model's own tokens."""
+    """Greedy decoding with early exits; `stats` accumulates over calls (reset it between measurements). The
+    confidence is tested after every layer from `min_layer` on even at threshold 1, where no token can exit, so such
+    a cell measures the decoder's own overhead while producing the model's own tokens."""
 
     def __init__(self, model: Any, setting: EarlyExit, heads: ExitHeads) -> None:
         check_supported(model)
         self.model = model
         self.setting = setting
         self.heads = heads
+        self.measure = CONFIDENCE_MEASURES.get(setting.measure)()
         self.layers = len(model.model.layers)
-        self.stats = ExitStats(self.layers)
+        self.stats = ExitStats(self.layers, ExitCosts.of(model, heads, self.measure))
 
     @torch.no_grad()
     def generate(
@@ -381,10 +488,11 @@ class EarlyExitDecoder:
                 hidden, _ = self._layers(step_ids, mask, step_positions, cache, 0, self.layers)
                 chosen = _pick(self._final_logits(hidden), suppress)
                 exits = torch.full_like(chosen, self.layers)
-                computed, heads = self.layers, 0
+                computed, tests, reads = self.layers, 0, 1
             else:
-                chosen, exits, computed, heads = self._step(step_ids, mask, step_positions, cache, unfinished, suppress)
-            self.stats.record(exits[unfinished], computed, heads)
+                chosen, exits, computed, tests, reads = self._step(step_ids, mask, step_positions, cache, unfinished,
+                                                                   suppress)  # fmt: skip
+            self.stats.record(exits[unfinished], computed, tests, reads)
             chosen = torch.where(unfinished, chosen, torch.full_like(chosen, pad_token_id))
             tokens = torch.cat([tokens, chosen[:, None]], dim=-1)
             unfinished &= ~torch.isin(chosen, eos)
@@ -440,30 +548,38 @@ class EarlyExitDecoder:
         cache: Any,
         unfinished: torch.Tensor,
         suppress: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """One token per sequence: (tokens, exit layers, layers run, exit heads read)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
+        """One token per sequence: (tokens, exit layers, layers run, confidence tests, head reads)."""
         chosen = torch.zeros_like(ids[:, 0])
         exits = torch.full_like(chosen, self.layers)
         decided = ~unfinished
-        prepared, hidden, heads = None, None, 0
+        prepared, tests, reads = None, 0, 0
+        hidden = self.model.model.embed_tokens(ids)
         for layer in range(1, self.layers):
+            previous = hidden
             hidden, prepared = self._layers(ids, mask, positions, cache, layer - 1, layer, prepared, hidden)
             if layer < self.setting.min_layer:
                 continue
-            heads += 1
-            logits = _suppressed(self.heads.logits(layer, hidden[:, -1:, :])[:, -1].float(), suppress)
-            token = torch.argmax(logits, dim=-1)
-            confident = torch.softmax(logits, dim=-1).amax(dim=-1) > self.setting.threshold
-            newly = confident & ~decided
-            chosen = torch.where(newly, token, chosen)
-            exits = torch.where(newly, torch.full_like(exits, layer), exits)
-            decided |= newly
+            logits = self._exit_logits(layer, hidden, suppress) if self.measure.reads_head else None
+            confidence = self.measure(logits, hidden[:, -1], previous[:, -1])
+            tests += 1
+            newly = (confidence > self.setting.threshold) & ~decided
+            if bool(newly.any()):
+                if logits is None:
+                    logits = self._exit_logits(layer, hidden, suppress)
+                    reads += 1
+                chosen = torch.where(newly, torch.argmax(logits, dim=-1), chosen)
+                exits = torch.where(newly, torch.full_like(exits, layer), exits)
+                decided |= newly
             if bool(decided.all()):
                 self._fill(hidden, prepared[1], cache, layer)
-                return chosen, exits, layer, heads
+                return chosen, exits, layer, tests, reads
         hidden, _ = self._layers(ids, mask, positions, cache, self.layers - 1, self.layers, prepared, hidden)
         chosen = torch.where(decided, chosen, _pick(self._final_logits(hidden), suppress))
-        return chosen, exits, self.layers, heads
+        return chosen, exits, self.layers, tests, reads + 1
+
+    def _exit_logits(self, layer: int, hidden: torch.Tensor, suppress: torch.Tensor | None) -> torch.Tensor:
+        return _suppressed(self.heads.logits(layer, hidden[:, -1:, :])[:, -1].float(), suppress)
 
     def _fill(self, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor], cache: Any,
               start: int) -> None:  # fmt: skip

@@ -8,18 +8,18 @@ import copy
 import functools
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from joulebench import memory
-from joulebench.cells import EarlyExit, Pruning
+from joulebench.cells import EarlyExit, Merge, Pruning
 from joulebench.classification import CentroidClassifier, classification_view
 from joulebench.data import Example
 from joulebench.energy import EnergyMonitor, EnergySettings
 from joulebench.finetune import TrainSettings
 from joulebench.metrics import MetricSettings, metric_signatures, quality_with_samples, sentence_embeddings
-from joulebench.models import Precision, model_size_bytes
+from joulebench.models import Precision
 from joulebench.noise import paired_ratio
 from joulebench.prune import CalibrationSettings, check_masks
 from joulebench.served_model import CellSpec, prepare_model, serve_cell
@@ -34,6 +34,7 @@ from joulebench.serving import (
     warm_up,
 )
 from joulebench.sparse_kernels import current_capability, plan_kernels, to_semi_structured
+from joulebench.storage import stored_bytes
 
 __all__ = ["GenerationSettings", "generate", "prepare_model", "evaluate_cell", "CellSpec", "serve_cell"]
 
@@ -57,7 +58,8 @@ class EvalResult:
     answer_tokens: int
     peak_mem_mb: float
     peak_mem_kind: str
-    model_size_mb: float
+    model_size_mb: float  # the bytes its weights are stored in (joulebench.storage.stored_bytes)
+    model_form: str  # what was served, e.g. "adapter on nf4 base", "merged → nf4"
     prune: dict[str, Any]
     kernel: dict[str, Any]
     dense_comparison: dict[str, Any]
@@ -100,16 +102,17 @@ def evaluate_cell(
     sparse_kernels: bool = True,
     early_exit: EarlyExit | None = None,
     classes: CentroidClassifier | None = None,
+    merge: Merge | None = None,
 ) -> EvalResult:
     """Build the cell's model inside the `prepare` window and warm it up at the pinned length (its peak memory is
     that pass's, with nothing else loaded). Then measure it in `repeats` rounds of one pinned pass (tokens/s,
     J/token) and one answer pass that stops at end-of-sequence (energy per query at real lengths; the first round's
-    answers are scored), then batch-1 latency. A pruned or early-exit cell also serves its unpruned, full-depth
-    parent in the same rounds (built outside `prepare`: its energy is not the cell's), so the comparison with it is
-    paired. A cell that runs 2:4 sparse kernels keeps its masked-dense twin in the rounds too: the speed-up is the
-    paired ratio of their pass times. With `early_exit`, every pass of the cell decodes with early exits; the exit
-    statistics are those of the first answer pass."""
-    spec = CellSpec(model_path, adapter_dir, precision, pruning, early_exit, trust_remote_code)
+    answers are scored), then batch-1 latency. A pruned, merged or early-exit cell also serves its parent (the
+    same fine-tuned cell, unpruned, as trained, at full depth) in the same rounds (built outside `prepare`: its
+    energy is not the cell's), so the comparison with it is paired. A cell that runs 2:4 sparse kernels keeps its
+    masked-dense twin in the rounds too: the speed-up is the paired ratio of their pass times. With `early_exit`,
+    every pass of the cell decodes with early exits; the exit statistics are those of the first answer pass."""
+    spec = CellSpec(model_path, adapter_dir, precision, pruning, early_exit, trust_remote_code, merge)
     with monitor.window("prepare") as prepared:
         served = serve_cell(spec, calibration_examples, calibration)
     model, tokenizer, prune_report = served.model, served.tokenizer, served.prune_report
@@ -121,7 +124,7 @@ def evaluate_cell(
     if plan and plan.sparse:
         twin = copy.deepcopy(model).to("cpu")  # off the GPU while the packed cell's own peak is measured
         kernel["conversion"] = to_semi_structured(model).to_dict()
-        prune_report.checks.append(check_masks(model, served.positions, pruning, "packed for sparse kernels"))
+        prune_report.add_check(check_masks(model, served.positions, pruning, "packed for sparse kernels"))
     servers = {"cell": Server(model, tokenizer, prompts, generation, max_prompt, served.decode)}
     memory.reset_peak()
     warmup_loop_s = warm_up(servers["cell"].pinned, measurement.warmup)
@@ -129,9 +132,9 @@ def evaluate_cell(
     parent, built = None, None
     if early_exit is not None:  # the same model at full depth
         parent = Server(model, tokenizer, prompts, generation, max_prompt)
-    elif pruning.method != "none":
+    elif spec.has_variant:
         with monitor.window("parent-prepare"):
-            built = serve_cell(replace(spec, pruning=Pruning("none")))
+            built = serve_cell(spec.unvaried)
         parent = Server(built.model, tokenizer, prompts, generation, max_prompt)
     if parent is not None:
         servers["parent"] = parent
@@ -149,7 +152,8 @@ def evaluate_cell(
                 return run()
             served.decoder.stats.reset()
             result = run()
-            exits.update(served.decoder.stats.to_dict(), heads=served.decoder.heads.fit_record())
+            exits.update(served.decoder.stats.to_dict(), heads=served.decoder.heads.fit_record(),
+                         setting=asdict(served.decoder.setting))
             return result
 
         return answers
@@ -158,7 +162,7 @@ def evaluate_cell(
                               answer_hook=exit_statistics)  # fmt: skip
     rounds = serving.rounds
     answers = rounds.first["cell:answers"]
-    size_mb = model_size_bytes(model) / 2**20
+    size_mb = stored_bytes(model) / 2**20
     del model, servers, parent, twin, built
     served.model = None
     began = time.perf_counter()
@@ -203,6 +207,7 @@ def evaluate_cell(
         peak_mem_mb=peak,
         peak_mem_kind=peak_kind,
         model_size_mb=size_mb,
+        model_form=served.form,
         prune=prune_report.to_dict(),
         kernel=kernel,
         dense_comparison={**pinned_figures(dense), "repeats": [asdict(p) for p in dense],

@@ -80,6 +80,7 @@ class TrainResult:
     matmul_dtypes: dict[str, int] = field(default_factory=dict)  # of the first step run: what autocast really did
     precision: dict[str, Any] = field(default_factory=dict)
     sparse_training: dict[str, Any] = field(default_factory=dict)
+    base_matmul: str = ""  # how the frozen base's matmuls ran, where not the storage's own kernels
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -245,14 +246,16 @@ def finetune(
 ) -> TrainResult:
     """LoRA on a 32/16-bit base, LLM.int8 + LoRA at 8 bits, QLoRA at 4 bits, at the variant's training precision and
     sparse training; the adapter is saved to `adapter_dir` (atomically), with the sparse-training keep-masks beside
-    it (`MASKS_FILE`). With `checkpoints`, training resumes after the last epoch an interrupted job finished."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    it (`MASKS_FILE`). With `checkpoints`, training resumes after the last epoch an interrupted job finished.
+
+    The frozen base is the model evaluation serves: at 4 and 8 bits its embeddings, norms and LM head stay in the
+    precision's one non-quantized dtype (peft's `prepare_model_for_kbit_training` would upcast them to float32), so
+    the adapter is trained against exactly the weights it is deployed on."""
+    from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(model_path, trust_remote_code)
     model = load_model(model_path, precision, trust_remote_code)
-    if precision.quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(
         r=settings.lora_r,
         lora_alpha=settings.lora_alpha,
@@ -264,10 +267,14 @@ def finetune(
     training_precision = TRAINING_PRECISIONS.get(variant.precision)
     training_precision.prepare(model)
     pairs = encode_supervised(tokenizer, train, settings.max_prompt_tokens, settings.max_target_tokens)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
+                                  eps=training_precision.adam_eps)
     steps = math.ceil(len(pairs) / settings.batch_size)
     sparse = SPARSE_TRAINERS.get(variant.sparsity.method)(variant.sparsity, epochs, steps)
     sparse.attach(model)
+    base_matmul = ""
+    if sparse.masked and precision.quantized:  # W ⊙ M needs W in float: no bitsandbytes kernel runs
+        base_matmul = "dequantized masked matmul"
     result = train_loop(
         model,
         lambda epoch: shuffled_batches(pairs, settings.batch_size, tokenizer.pad_token_id, settings.seed + epoch),
@@ -282,6 +289,7 @@ def finetune(
     )
     result.precision = training_precision.describe()
     result.sparse_training = sparse.summary()
+    result.base_matmul = base_matmul
     with atomic_directory(adapter_dir) as staging:
         model.save_pretrained(staging)
         if masks := sparse.masks():

@@ -203,10 +203,12 @@ def evaluate(
     training_record: str | None = None,
     early_exit: dict[str, Any] | None = None,
     classes: str | None = None,
+    merge: dict[str, Any] | None = None,
 ) -> None:
-    """Evaluate one cell (pruned first, or decoded with early exits, if its setting says so); a failure is recorded
-    (`failures_recorded`), and a cell whose fine-tuning failed is recorded as skipped without loading anything."""
-    from joulebench.cells import EarlyExit, Pruning
+    """Evaluate one cell (pruned first, merged in a deployment form, or decoded with early exits, if its setting says
+    so); a failure is recorded (`failures_recorded`), and a cell whose fine-tuning failed is recorded as skipped
+    without loading anything."""
+    from joulebench.cells import EarlyExit, Merge, Pruning
     from joulebench.classification import CentroidClassifier
     from joulebench.data import read_examples
     from joulebench.energy import EnergySettings
@@ -219,9 +221,12 @@ def evaluate(
 
     setting = Pruning(**pruning)
     exit_setting = EarlyExit(**early_exit) if early_exit else None
+    merge_setting = Merge(**merge) if merge else None
     described = {**cell, "pruning_label": setting.label, "pruning_method": setting.method}
     if exit_setting is not None:
         described.update(pruning_label=exit_setting.label, pruning_method="early-exit")
+    if merge_setting is not None:
+        described.update(pruning_label=merge_setting.label, pruning_method="merge")
     if training_record and (tuned := json.loads(Path(training_record).read_text()))["status"] != "ok":
         write_jsonl(predictions, [])
         atomic_write_json(record, {
@@ -248,6 +253,7 @@ def evaluate(
                 sparse_kernels=sparse_kernels,
                 early_exit=exit_setting,
                 classes=CentroidClassifier.from_dict(json.loads(Path(classes).read_text())) if classes else None,
+                merge=merge_setting,
             )
             details = provenance(monitor, energy, span)
         lines = [
@@ -492,6 +498,7 @@ def finalist_spec(row: dict[str, Any], config: dict[str, Any]) -> Any:
         grid.pruning_settings(config).get(variant, grid.Pruning("none")),
         grid.early_exit_settings(config).get(variant),
         bool(spec.get("trust_remote_code", False)),
+        grid.merge_settings(config).get(variant),
     )
 
 

@@ -4,6 +4,11 @@ optimizer state are kept in, and the dtype the matmuls run in. Names and meaning
 bfloat16 / float16, float16 with a dynamic loss scaler so small gradients do not flush to zero), `bf16-true` /
 `16-true` (the trainable weights themselves in 16 bits, no float32 copy).
 
+AdamW's default eps (1e-8) is below float16's smallest normal number (6.1e-5) and rounds to 0 there. LoRA's B starts
+at 0, so A's first gradient is 0 and its first update 0 / (0 + 0): NaN. Lightning leaves the optimizer to the user;
+here the optimizer of a `16-true` cell gets eps = 6.1e-5 (`adam_eps`), the smallest value float16 holds exactly, and
+says so in `describe()`.
+
 The frozen base keeps its storage precision (`bits`): at 16 bits its matmuls are 16-bit whatever the training
 precision, at 4 and 8 bits bitsandbytes computes in its own compute dtype.
 """
@@ -20,6 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from joulebench.registry import Registry
 
+ADAM_EPS = 1e-8  # torch.optim.AdamW's default
 MATMULS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_scaled_dot_product_flash_attention_for_cpu",
            "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention"}  # fmt: skip
 
@@ -45,10 +51,15 @@ class TrainingPrecision:
     def scaler(self, device_type: str) -> torch.amp.GradScaler | None:
         return torch.amp.GradScaler(device_type) if self.loss_scaling else None
 
-    def describe(self) -> dict[str, str | bool | None]:
+    @property
+    def adam_eps(self) -> float:
+        """AdamW's eps: the default 1e-8, or the master dtype's smallest normal number where 1e-8 is below it."""
+        return max(ADAM_EPS, torch.finfo(self.master_dtype).tiny)
+
+    def describe(self) -> dict[str, str | bool | float | None]:
         return {"name": self.name, "master_dtype": _name(self.master_dtype),
                 "autocast_dtype": _name(self.autocast_dtype) if self.autocast_dtype else None,
-                "loss_scaling": self.loss_scaling}  # fmt: skip
+                "loss_scaling": self.loss_scaling, "adam_eps": self.adam_eps}  # fmt: skip
 
 
 TRAINING_PRECISIONS: Registry[TrainingPrecision] = Registry("training precision")

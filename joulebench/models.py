@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ BITS = (4, 8, 16, 32)
 DTYPES_16 = ("bfloat16", "float16")
 QUANT_TYPES_4BIT = ("nf4", "fp4")
 COMPUTE_DTYPES_4BIT = ("bfloat16", "float16", "float32")
+UNQUANTIZED_DTYPES = ("bfloat16", "float16", "float32")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Precision:
     dtype_16: str = "bfloat16"
     quant_type_4bit: str = "nf4"
     compute_dtype_4bit: str = "bfloat16"
+    double_quant_4bit: bool = False
+    unquantized_dtype: str | None = None  # at 4 and 8 bits, everything outside the quantized linears; None: dtype_16
 
     @classmethod
     def from_config(cls, bits: int, training: dict[str, Any]) -> Precision:
@@ -39,30 +41,50 @@ class Precision:
             dtype_16=training.get("dtype_16", "bfloat16"),
             quant_type_4bit=training.get("bnb_4bit_quant_type", "nf4"),
             compute_dtype_4bit=training.get("bnb_4bit_compute_dtype", "bfloat16"),
+            double_quant_4bit=bool(training.get("bnb_4bit_use_double_quant", False)),
+            unquantized_dtype=training.get("unquantized_dtype"),
         )
         # The dtype names become torch attributes: only these few, never any name a config supplies.
         for key, value, allowed in (("dtype_16", precision.dtype_16, DTYPES_16),
                                     ("bnb_4bit_quant_type", precision.quant_type_4bit, QUANT_TYPES_4BIT),
-                                    ("bnb_4bit_compute_dtype", precision.compute_dtype_4bit, COMPUTE_DTYPES_4BIT)):
+                                    ("bnb_4bit_compute_dtype", precision.compute_dtype_4bit, COMPUTE_DTYPES_4BIT),
+                                    ("unquantized_dtype", precision.rest_dtype_name, UNQUANTIZED_DTYPES)):
             if value not in allowed:
                 raise ValueError(f"training.{key}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
         return precision
 
     @property
+    def rest_dtype_name(self) -> str:
+        """The dtype of the embeddings, norms and LM head at 4 and 8 bits: one setting for both, so the bits axis
+        changes only the quantized linears."""
+        return self.unquantized_dtype or self.dtype_16
+
+    @property
     def torch_dtype(self) -> torch.dtype:
+        """What the model's float parameters are stored in: all of them at 16/32 bits, those outside the quantized
+        linears at 4/8 bits."""
         if self.bits == 16:
             return getattr(torch, self.dtype_16)
-        if self.bits == 4:
-            return getattr(torch, self.compute_dtype_4bit)
+        if self.quantized:
+            return getattr(torch, self.rest_dtype_name)
         return torch.float32
+
+    @property
+    def storage(self) -> str:
+        """The format of the linear weights: nf4 / fp4, int8, bfloat16, float16 or float32."""
+        if self.bits == 8:
+            return "int8"
+        if self.bits == 4:
+            return self.quant_type_4bit
+        return str(self.torch_dtype).removeprefix("torch.")
 
     @property
     def label(self) -> str:
         if self.bits == 8:
             return "int8 (LLM.int8)"
         if self.bits == 4:
-            return self.quant_type_4bit
-        return str(self.torch_dtype).removeprefix("torch.")
+            return self.quant_type_4bit + (" (double quant)" if self.double_quant_4bit else "")
+        return self.storage
 
     @property
     def quantized(self) -> bool:
@@ -74,14 +96,35 @@ class Precision:
         from transformers import BitsAndBytesConfig
 
         if self.bits == 8:
-            # LLM.int8 casts float32 activations to float16 and logs it on every matmul; once is enough to know.
-            logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+            _log_once("bitsandbytes.autograd._functions")  # LLM.int8 says on every matmul that it runs in float16
             return BitsAndBytesConfig(load_in_8bit=True)
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=self.quant_type_4bit,
-            bnb_4bit_compute_dtype=self.torch_dtype,
+            bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype_4bit),
+            bnb_4bit_use_double_quant=self.double_quant_4bit,
         )
+
+
+class _FirstOfEach(logging.Filter):
+    """Lets each distinct message through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def _log_once(logger_name: str) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _FirstOfEach) for f in logger.filters):
+        logger.addFilter(_FirstOfEach())
 
 
 def resolve_model_path(name: str, spec: dict[str, Any], embedded_dir: str | None) -> str:
@@ -130,31 +173,6 @@ def load_model(path: str, precision: Precision, trust_remote_code: bool = False)
         device_map=device(),
         trust_remote_code=trust_remote_code,
     )
-
-
-def model_size_bytes(model: torch.nn.Module) -> int:
-    """Bytes the weights really occupy: packed 4-bit and int8 storage plus their quantization statistics."""
-    total = sum(t.numel() * t.element_size() for t in model.parameters())
-    total += sum(t.numel() * t.element_size() for t in model.buffers())
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        state = getattr(weight, "quant_state", None)
-        if state is not None:
-            total += sum(t.numel() * t.element_size() for t in _quant_state_tensors(state))
-        scb = getattr(weight, "SCB", None)
-        if isinstance(scb, torch.Tensor):
-            total += scb.numel() * scb.element_size()
-    return total
-
-
-def _quant_state_tensors(state: Any) -> Iterable[torch.Tensor]:
-    for name in ("absmax", "code"):
-        value = getattr(state, name, None)
-        if isinstance(value, torch.Tensor):
-            yield value
-    nested = getattr(state, "state2", None)
-    if nested is not None:
-        yield from _quant_state_tensors(nested)
 
 
 # --- the embedded model -------------------------------------------------------------------------------------------

@@ -633,20 +633,25 @@ def technique_problems(config: Mapping[str, Any], dims: Mapping[str, Mapping[str
     if not ok("early_exit"):
         return problems
     try:
-        exits = early_exit_settings(config)
+        early_exit_settings(config)
     except ValueError as error:
         return [*problems, " ".join(str(error).split())]
-    from joulebench.early_exit import EXIT_HEADS
+    from joulebench.cells import EarlyExit
+    from joulebench.early_exit import CONFIDENCE_MEASURES, EXIT_HEADS
 
     pruning: dict[str, Any] = {}
     with contextlib.suppress(KeyError, TypeError, ValueError):  # the pruning entries' own problems are reported above
         pruning = pruning_settings(config)
-    for index, setting in enumerate(exits.values()):
-        if setting.id in pruning:
-            problems.append(f"early_exit[{index}]: its name {setting.id!r} is also a pruning setting's")
-        if setting.heads not in EXIT_HEADS:
-            problems.append(f"early_exit[{index}].heads: unknown {EXIT_HEADS.kind} {setting.heads!r}; known: "
-                            f"{listed(EXIT_HEADS.names())}")  # fmt: skip
+    for index, entry in enumerate(config.get("early_exit") or []):
+        expanded = EarlyExit.expand(entry)
+        setting = expanded[0]  # the entry's thresholds share everything checked below
+        if clash := [s.id for s in expanded if s.id in pruning]:
+            problems.append(f"early_exit[{index}]: its name {clash[0]!r} is also a pruning setting's")
+        for registry, name, key in ((EXIT_HEADS, setting.heads, "heads"),
+                                    (CONFIDENCE_MEASURES, setting.measure, "measure")):  # fmt: skip
+            if name not in registry:
+                problems.append(f"early_exit[{index}].{key}: unknown {registry.kind} {name!r}; known: "
+                                f"{listed(registry.names())}")  # fmt: skip
         for name, dim in dims.items():
             layers = dim.get("num_hidden_layers")
             if isinstance(layers, int) and setting.min_layer >= layers:

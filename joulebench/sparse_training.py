@@ -28,24 +28,10 @@ from joulebench.cells import SparseTraining
 from joulebench.checkpoints import restore_trainable, trainable_state
 from joulebench.io import atomic_write_bytes
 from joulebench.registry import Registry
+from joulebench.storage import float_weight
 
 PEFT_PREFIX = "base_model.model."  # what get_peft_model puts before the base model's module names
 MASK_BUFFER = "sparsity_keep_mask"  # non-persistent: follows the module across devices, never enters a checkpoint
-
-
-def float_weight(layer: torch.nn.Module) -> torch.Tensor:
-    """The layer's weight as a float tensor on its device: plain, or dequantized from bitsandbytes int8 / 4-bit."""
-    weight = layer.weight
-    kind = type(weight).__name__
-    if kind == "Params4bit":
-        import bitsandbytes.functional as bnbf
-
-        return bnbf.dequantize_4bit(weight.data, weight.quant_state)
-    if kind == "Int8Params":
-        import bitsandbytes.functional as bnbf
-
-        return bnbf.int8_vectorwise_dequant(weight.data, weight.SCB)
-    return weight.data
 
 
 def _autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:

@@ -29,8 +29,8 @@ def to_float(value: Any) -> float | None:
 
 COLUMNS = [
     "dataset", "model", "training", "precision", "sparse_training", "bits", "epochs", "pruning", "pruning_method",
-    "status", "is_reference", "build_kwh", "train_kwh", "prepare_kwh", "infer_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh",
-    "total_kwh", "emissions_kg", "deploy_wh_per_query", "wh_per_query", "wh_per_query_ci95",
+    "model_form", "status", "is_reference", "build_kwh", "train_kwh", "prepare_kwh", "infer_kwh", "cpu_kwh",
+    "gpu_kwh", "ram_kwh", "total_kwh", "emissions_kg", "deploy_wh_per_query", "wh_per_query", "wh_per_query_ci95",
     "answer_tokens_per_query", "lifecycle_kwh", "lifecycle_kg", "lifecycle_inference_share", "lifecycle_build_kwh",
     "lifecycle_finetune_kwh", "lifecycle_compress_kwh", "lifecycle_inference_kwh",
     "bleu", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "cosine", "bertscore_f1_raw", "cosine_raw",
@@ -39,7 +39,8 @@ COLUMNS = [
     "infer_kwh_ci95", "infer_j_per_token", "infer_j_per_token_ci95", "repeats", "energy_cv",
     "tokens_per_s", "tokens_per_s_ci95", "ttft_s", "ttft_s_ci95", "tpot_s", "tpot_s_ci95", "batch_latency_s",
     "peak_mem_mb", "model_size_mb", "sparsity", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token",
-    "early_exit", "mean_exit_layer", "exit_layers", "exit_compute_fraction", "train_sparsity", "train_matmul_dtype",
+    "early_exit", "exit_threshold", "exit_measure", "exit_heads", "mean_exit_layer", "exit_layers",
+    "exit_compute_fraction", "exit_test_share", "train_sparsity", "train_matmul_dtype",
     "phi", "rho", "score", "rank", "finetune_rank", "finetune_score", "top_k",
     "energy_vs", "energy_ratio", "energy_ratio_lo", "energy_ratio_hi", "energy_verdict",
     "speed_ratio", "speed_ratio_lo", "speed_ratio_hi", "speed_verdict",
@@ -93,6 +94,8 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mo
         if sparse.get("method", "dense") != "dense":
             row["train_sparsity"] = sparse["achieved"]
         row["train_matmul_dtype"] = main_dtype(train.get("matmul_dtypes", {}))
+        if train.get("base_matmul"):
+            row["train_matmul_dtype"] = f"{train['base_matmul']} in {row['train_matmul_dtype']}"
     row["prepare_kwh"] = result["prepare_energy"]["total_kwh"]
     row["infer_kwh"] = result["infer_kwh"]["mean"]
     for component in ("cpu", "gpu", "ram"):
@@ -133,11 +136,15 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mo
         row["parent_paired"] = {key: paired[key] for key in ("energy", "speed")}
     for key in ("peak_mem_mb", "model_size_mb", "peak_mem_kind"):
         row[key] = result[key]
+    row["model_form"] = result.get("model_form", "")
     row["batch_latency_s"] = result["batch_s"]["mean"]
     row["generated_tokens"] = result["tokens_per_repeat"]
     if exits := result.get("early_exit"):
         row.update(mean_exit_layer=exits["mean_exit_layer"], exit_layers=exits["layers"],
-                   exit_compute_fraction=exits["compute_fraction"])  # fmt: skip
+                   exit_compute_fraction=exits["compute_fraction"], exit_test_share=exits.get("test_share"))
+        if setting := exits.get("setting"):
+            row.update(exit_threshold=setting["threshold"], exit_measure=setting["measure"],
+                       exit_heads=setting["heads"])  # fmt: skip
     row["sparsity"] = result["prune"]["achieved"]
     row["sparse_kernel"] = result["kernel"].get("label", "")
     if result["speedup_vs_dense"] is not None:

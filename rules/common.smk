@@ -23,9 +23,11 @@ validate(config, schema="../schemas/config.schema.yaml")
 TRAINING = grid.training_variants(config)
 PRUNING = grid.pruning_settings(config)
 EARLY_EXIT = grid.early_exit_settings(config)
+MERGE = grid.merge_settings(config)
 POST_TRAINING = grid.post_training_variants(config)
 FINETUNE_CELLS = grid.finetune_cells(config)
 UNPRUNED_CELLS = grid.unpruned_cells(config)
+MERGED_CELLS = grid.merged_cells(config)
 CONTAINER = config.get("container", None)
 
 
@@ -142,6 +144,11 @@ def early_exit_param(wildcards):
     return canonical(asdict(setting) if setting else None)
 
 
+def merge_param(wildcards):
+    setting = MERGE.get(wildcards.pruning)
+    return canonical(asdict(setting) if setting else None)
+
+
 def selected_for_pruning(dataset):
     """Fine-tuned cells that get pruned: all of them, or the top k by R once the checkpoint has ranked them."""
     if grid.prunes_all(config):
@@ -165,7 +172,7 @@ def eval_records(wildcards):
         if POST_TRAINING
         for cell in grid.pruned_cells(config, selected_for_pruning(dataset))
     ]
-    return [f"{cell.dir}/eval.json" for cell in UNPRUNED_CELLS + pruned]
+    return [f"{cell.dir}/eval.json" for cell in UNPRUNED_CELLS + MERGED_CELLS + pruned]
 
 
 def selection_records(wildcards):

@@ -15,6 +15,7 @@ rule evaluate:
         model=model_param,
         pruning=pruning_param,
         early_exit=early_exit_param,
+        merge=merge_param,
         training=training_param,
         generation=canonical(config["generation"]),
         metrics=canonical(config["metrics"]),

@@ -14,6 +14,7 @@ with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
         train=sm.input.train,
         pruning=params["pruning"],
         early_exit=params["early_exit"],
+        merge=params["merge"],
         training=params["training"],
         generation=params["generation"],
         metrics=params["metrics"],

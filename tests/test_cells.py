@@ -27,14 +27,17 @@ def test_default_grid_covers_the_acceptance_grid(config):
 def test_one_eval_cell_per_finetune_cell_and_pruning_plus_references(config):
     tuned = cells.finetune_cells(config)
     evaluated = cells.eval_cells(config)
-    n_prune = len(config["pruning"]["methods"]) + len(config["early_exit"])
+    n_prune = len(cells.post_training_variants(config))
     variants = len(config["training_variants"])
     assert len(tuned) == len(config["datasets"]) * len(config["models"]) * variants * len(config["bits"]) * len(
         config["epochs"]
     )
     references = [c for c in evaluated if c.is_reference]
     assert len(references) == len(config["datasets"]) * len(config["models"])
-    assert len(evaluated) == len(tuned) * (1 + n_prune) + len(references)
+    merged = cells.merged_cells(config)
+    dense_quantized = [c for c in tuned if c.bits in (4, 8) and c.training.endswith("_dense")]
+    assert len(merged) == len(dense_quantized) * len(config["merge"]) > 0
+    assert len(evaluated) == len(tuned) * (1 + n_prune) + len(references) + len(merged)
     assert len({c.dir for c in evaluated}) == len(evaluated)
     unpruned = cells.unpruned_cells(config)
     assert len(unpruned) == len(tuned) + len(references) and all(c.pruning == "none" for c in unpruned)
@@ -48,7 +51,7 @@ def test_pruned_cells_are_the_selected_cells_times_the_methods(config, tmp_path)
     assert cells.read_selection(selection, "rca") == chosen
     pruned = cells.pruned_cells(config, chosen)
     assert {(c.training, c.bits, c.epochs) for c in pruned} == {(c.training, c.bits, c.epochs) for c in chosen}
-    assert len(pruned) == 2 * (len(config["pruning"]["methods"]) + len(config["early_exit"]))
+    assert len(pruned) == 2 * len(cells.post_training_variants(config))
 
 
 def test_adding_an_epoch_only_adds_paths(config):
@@ -112,8 +115,13 @@ def test_training_variants_and_early_exits_are_grid_values(config):
     assert lottery.id == "16-mixed_lottery2x30r1" and lottery.sparsity.final_sparsity == pytest.approx(0.51)
     gradual = cells.SparseTraining.from_config({"method": "gradual", "target": 0.5})
     assert (gradual.id, gradual.label, gradual.final_sparsity) == ("gradual50", "gradual 50%", 0.5)
-    assert cells.EarlyExit.from_config({"threshold": 1.0}).id == "exit100"
-    assert cells.EarlyExit.from_config({"threshold": 0.9, "heads": "trained"}).id == "exit90trained"
+    assert [e.id for e in cells.EarlyExit.expand({"threshold": 1.0})] == ["exit100"]
+    assert [e.id for e in cells.EarlyExit.expand({"threshold": 0.9, "heads": "trained"})] == ["exit90trained"]
+    curve = cells.EarlyExit.expand({"thresholds": [0.9, 0.5], "measure": "saturation"})
+    assert [e.id for e in curve] == ["exit90sat", "exit50sat"]
+    assert curve[0].label == "early exit saturation > 0.90, shared (untrained) heads"
+    with pytest.raises(ValueError, match="either threshold"):
+        cells.EarlyExit.expand({"threshold": 0.9, "thresholds": [0.5]})
     exits = cells.early_exit_settings(config)
     assert set(exits) <= set(cells.post_training_variants(config))
 
@@ -126,7 +134,9 @@ def test_training_variants_and_early_exits_are_grid_values(config):
         ("training_variants", [{"precision": "32-true"}, {}], "training_variants[1]: '32-true' is listed twice"),
         ("training_variants", [{"precision": "BF16"}], "training_variants[0]: precision 'BF16' must be lower-case"),
         ("early_exit", [{"threshold": 0.905}], "early_exit[0]: early exit threshold 0.905 must be a whole percent"),
-        ("early_exit", [{"threshold": 0.9}, {"threshold": 0.9}], "early_exit[1]: 'early exit τ=0.90' is listed twice"),
+        ("early_exit", [{"threshold": 0.9}, {"threshold": 0.9}],
+         "early_exit[1]: 'early exit softmax-gap > 0.90, shared (untrained) heads' is listed twice"),
+        ("early_exit", [{"thresholds": [0.9, 0.9]}], "early_exit[0]: 'early exit softmax-gap > 0.90"),
     ],
 )
 def test_bad_technique_settings_name_their_entry(config, key, entry, message):

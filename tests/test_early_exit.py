@@ -9,6 +9,7 @@ from joulebench.cells import EarlyExit
 from joulebench.early_exit import (
     EXIT_HEADS,
     EarlyExitDecoder,
+    ExitCosts,
     ExitStats,
     SharedHeads,
     TrainedHeads,
@@ -59,9 +60,10 @@ def reference(model, ids, mask, new: int, pinned: bool, eos: int = EOS) -> torch
                           eos_token_id=eos)  # fmt: skip
 
 
-def decode(model, threshold: float, ids, mask, new: int, pinned: bool, heads=None, eos: int = EOS, min_layer: int = 1):
+def decode(model, threshold: float, ids, mask, new: int, pinned: bool, heads=None, eos: int = EOS, min_layer: int = 1,
+           measure: str = "softmax-gap"):  # fmt: skip
     heads = heads or SharedHeads.prepare(model, None)
-    decoder = EarlyExitDecoder(model, EarlyExit(threshold, min_layer=min_layer), heads)
+    decoder = EarlyExitDecoder(model, EarlyExit(threshold, min_layer=min_layer, measure=measure), heads)
     return decoder.generate(ids, mask, new, new if pinned else None, PAD, eos), decoder.stats
 
 
@@ -75,17 +77,29 @@ def windows() -> torch.Tensor:
     return torch.randint(0, SIZES["vocab_size"], (8, 32), generator=torch.Generator().manual_seed(2))
 
 
+@pytest.mark.parametrize("measure", ["softmax-gap", "saturation"])
 @pytest.mark.parametrize("pinned", [False, True])
 @pytest.mark.parametrize("batch", [3, 1])
-def test_threshold_one_matches_greedy_generate(model, pinned, batch):
+def test_threshold_one_matches_greedy_generate(model, pinned, batch, measure):
+    """CALM's confidence measures both lie in [0, 1]: at threshold 1.0 no token exits, so the output is full depth,
+    and what the tests cost shows: an LM-head read per layer for the softmax gap, a cosine for saturation."""
     ids, mask = prompts(batch)
     expected = reference(model, ids, mask, 12, pinned)
-    output, stats = decode(model, 1.0, ids, mask, 12, pinned)
+    output, stats = decode(model, 1.0, ids, mask, 12, pinned, measure=measure)
     assert torch.equal(output, expected)
     assert stats.tokens == batch * 12
-    assert stats.mean_exit_layer == LAYERS
-    assert stats.compute_fraction == 1.0
+    assert stats.mean_exit_layer == LAYERS and stats.layer_fraction == 1.0
     assert stats.histogram == [0, 0, 0, batch * 12]
+    costs = stats.costs
+    assert stats.exit_tests == (LAYERS - 1) * (batch * 12 - batch)  # the first token comes from the prompt's pass
+    assert stats.macs == stats.full_depth_macs + stats.test_macs
+    assert stats.test_macs == stats.exit_tests * costs.test
+    if measure == "softmax-gap":
+        assert costs.test == costs.head == SIZES["hidden_size"] * SIZES["vocab_size"]
+        assert stats.compute_fraction == pytest.approx(1 + stats.test_macs / stats.full_depth_macs)
+        assert stats.compute_fraction > 1.1  # nothing exits, and every test read the LM head
+    else:
+        assert costs.test == 3 * SIZES["hidden_size"] and stats.compute_fraction == pytest.approx(1, abs=0.01)
 
 
 def test_threshold_one_matches_when_sequences_finish_early(model):
@@ -121,7 +135,17 @@ def test_lower_thresholds_exit_earlier():
     assert means == sorted(means, reverse=True)
     assert means[-1] < LAYERS
     assert stats.computed_layers < LAYERS * stats.tokens
-    assert stats.compute_fraction < 1
+    assert stats.layer_fraction < 1
+
+
+def test_saturation_exits_where_consecutive_states_agree():
+    """Saturation reads the exit head only where a token exits: fewer head reads than tests."""
+    model = tiny()
+    ids, mask = prompts()
+    output, stats = decode(model, 0.05, ids, mask, 8, pinned=True, measure="saturation")
+    assert output.shape == (3, ids.shape[1] + 8)
+    assert stats.mean_exit_layer < LAYERS
+    assert stats.head_reads < stats.exit_tests + stats.tokens
 
 
 def test_min_layer_holds_exits_back():
@@ -200,20 +224,22 @@ def test_check_supported_rejects_other_layouts(model):
         model.model.layers = layers
 
 
-def test_stats_merge_reset_and_serialise():
-    first, second = ExitStats(4), ExitStats(4)
-    first.record(torch.tensor([1, 4, 4]), computed=4, heads=3)
-    second.record(torch.tensor([2, 2]), computed=2, heads=2)
-    first.merge(second)
-    assert first.histogram == [1, 2, 0, 2]
-    assert first.mean_exit_layer == pytest.approx(13 / 5)
-    assert first.compute_fraction == pytest.approx((3 * 4 + 2 * 2) / (5 * 4))
-    assert first.filled_layers == 2 * 2 and first.head_evaluations == 3 * 3 + 2 * 2
-    assert json.loads(json.dumps(first.to_dict()))["compute_fraction"] == pytest.approx(0.8)
-    first.reset()
-    assert first == ExitStats(4)
-    with pytest.raises(ValueError, match="merge"):
-        first.merge(ExitStats(3))
+def test_stats_count_the_exit_tests_compute_and_serialise():
+    costs = ExitCosts(layer=100, test=40, head=40, fill=20, layers=4)
+    stats = ExitStats(4, costs)
+    stats.record(torch.tensor([1, 4, 4]), computed=4, tests=3, reads=1)
+    stats.record(torch.tensor([2, 2]), computed=2, tests=2, reads=0)
+    assert stats.histogram == [1, 2, 0, 2]
+    assert stats.mean_exit_layer == pytest.approx(13 / 5)
+    assert stats.layer_fraction == pytest.approx((3 * 4 + 2 * 2) / (5 * 4))
+    assert stats.filled_layers == 2 * 2 and stats.exit_tests == 3 * 3 + 2 * 2 and stats.head_reads == 3
+    assert stats.test_macs == 13 * 40
+    assert stats.macs == 16 * 100 + 13 * 40 + 3 * 40 + 4 * 20
+    assert stats.compute_fraction == pytest.approx(stats.macs / (5 * (4 * 100 + 40)))
+    assert stats.test_share == pytest.approx(13 * 40 / stats.macs)
+    assert json.loads(json.dumps(stats.to_dict()))["compute_fraction"] == pytest.approx(stats.compute_fraction)
+    stats.reset()
+    assert stats == ExitStats(4, costs) and stats.compute_fraction is None
 
 
 def test_threshold_one_matches_greedy_generate_at_4_bits(tmp_path):

@@ -79,6 +79,24 @@ def test_fine_tuning_records_what_its_first_step_really_ran(tiny_model, examples
         result = finetune(str(tiny_model), examples[:16], Precision(32), settings, 1, monitor, tmp_path / "adapter",
                           variant=TrainVariant("bf16-mixed"))  # fmt: skip
     assert result.precision == {"name": "bf16-mixed", "master_dtype": "float32", "autocast_dtype": "bfloat16",
-                                "loss_scaling": False}  # fmt: skip
+                                "loss_scaling": False, "adam_eps": 1e-8}  # fmt: skip
     assert max(result.matmul_dtypes, key=result.matmul_dtypes.get) == "bfloat16", result.matmul_dtypes
     assert result.sparse_training["method"] == "dense"
+
+
+def test_pure_float16_trains_two_steps_without_nan(tiny_model, examples, tmp_path):  # noqa: F811
+    """AdamW's default eps (1e-8) rounds to 0 in float16, and LoRA's B starts at 0: the first update of A would be
+    0 / 0. `16-true` raises eps to float16's smallest normal number, and two steps train."""
+    from safetensors.torch import load_file
+
+    assert torch.tensor(1e-8, dtype=torch.float16) == 0
+    settings = TrainSettings(batch_size=8, lr=3e-3, max_prompt_tokens=64, max_target_tokens=16, lora_r=4,
+                             lora_alpha=8, lora_targets=("q_proj", "v_proj"))  # fmt: skip
+    with fake_monitor(CountingMeter()) as monitor:
+        result = finetune(str(tiny_model), examples[:16], Precision(16, "float16"), settings, 1, monitor,
+                          tmp_path / "adapter", variant=TrainVariant("16-true"))  # fmt: skip
+    assert result.epochs[0].steps == 2 and torch.isfinite(torch.tensor(result.epochs[0].loss))
+    assert result.precision["adam_eps"] == torch.finfo(torch.float16).tiny
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert all(w.dtype == torch.float16 and torch.isfinite(w).all() for w in weights.values())
+    assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)  # B moved off zero

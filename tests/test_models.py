@@ -20,8 +20,10 @@ from joulebench.energy import EnergySettings
 from joulebench.evaluate import GenerationSettings, evaluate_cell
 from joulebench.finetune import TrainSettings, finetune
 from joulebench.metrics import MetricSettings
-from joulebench.models import Precision, load_model, model_size_bytes, resolve_model_path
+from joulebench.models import Precision, load_model, resolve_model_path
+from joulebench.served_model import CellSpec, prepare_model
 from joulebench.sparse_kernels import DENSE_LABEL
+from joulebench.storage import float_weight, round_trip, stored_bytes
 
 from .conftest import CountingMeter, fake_monitor
 
@@ -76,9 +78,111 @@ def test_a_hub_id_loads_from_the_local_cache_offline(tiny_model, tmp_path):
 
 
 def test_sizes_shrink_with_bits(tiny_model):
-    sizes = {bits: model_size_bytes(load_model(str(tiny_model), Precision(bits))) for bits in (4, 8, 16, 32)}
+    sizes = {bits: stored_bytes(load_model(str(tiny_model), Precision(bits))) for bits in (4, 8, 16, 32)}
     assert sizes[4] < sizes[8] < sizes[16] < sizes[32]
     assert sizes[16] == pytest.approx(sizes[32] / 2, rel=0.01)
+
+
+def _saved_tensor_bytes(folder: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for path in folder.glob("*.safetensors"):
+        with safe_open(str(path), "pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                tensor = handle.get_tensor(key)
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+@pytest.mark.parametrize("double_quant", [False, True])
+def test_a_4bit_model_size_is_the_bytes_it_stores(tiny_model, tmp_path, double_quant):
+    """Counted by hand: per quantized linear of n weights, n/2 bytes of packed NF4 codes, one absmax per block of 64
+    (float32, or 8-bit with a float32 second-level absmax per 256 and its 256-entry code table when double-quantized)
+    and the 16-entry NF4 table; the rest (embeddings, norms; the LM head is tied to the embeddings) in bfloat16; plus
+    bitsandbytes' metadata record."""
+    precision = Precision(4, double_quant_4bit=double_quant)
+    model = load_model(str(tiny_model), precision)
+    expected = 0
+    for name, value in model.state_dict().items():
+        if ".quant_state." in name:  # the serialised QuantState: a small JSON record per layer
+            expected += value.numel()
+    for module in model.modules():
+        if type(module).__name__ == "Linear4bit":
+            n = module.in_features * module.out_features
+            blocks = n // 64
+            expected += n // 2 + 16 * 4
+            expected += blocks + -(-blocks // 256) * 4 + 256 * 4 if double_quant else blocks * 4
+        elif isinstance(module, torch.nn.Embedding) or "Norm" in type(module).__name__:
+            expected += sum(p.numel() * 2 for p in module.parameters(recurse=False))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert stored_bytes(model) == expected
+    model.save_pretrained(tmp_path / "saved")
+    assert stored_bytes(model) == _saved_tensor_bytes(tmp_path / "saved")  # what save_pretrained writes
+
+
+def test_a_wrapped_tensor_counts_what_it_holds():
+    """A wrapper subclass (2:4 semi-structured storage is one) holds inner tensors, not its dense shape."""
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    from joulebench.storage import _tensor_bytes
+
+    wrapped = TwoTensor(torch.zeros(4, 4), torch.zeros(4, 4))
+    assert _tensor_bytes(wrapped) == 2 * 64 and wrapped.numel() * wrapped.element_size() == 64
+
+
+@pytest.mark.parametrize("precision", [Precision(4), Precision(4, double_quant_4bit=True), Precision(8),
+                                       Precision(8, unquantized_dtype="float32"), Precision(16)])  # fmt: skip
+def test_round_trip_is_what_loading_at_the_precision_stores(tiny_model, precision):
+    weight = load_model(str(tiny_model), Precision(32)).model.layers[0].mlp.down_proj.weight.data
+    stored = load_model(str(tiny_model), precision).model.layers[0].mlp.down_proj
+    assert torch.equal(round_trip(weight, precision), float_weight(stored).float())
+
+
+def test_4_and_8_bit_models_keep_everything_unquantized_in_one_16_bit_dtype(tiny_model):
+    for bits in (4, 8, 16):
+        model = load_model(str(tiny_model), Precision(bits))
+        dtypes = {p.dtype for name, p in model.named_parameters() if ".layers." not in name or "norm" in name}
+        assert dtypes == {torch.bfloat16}, (bits, dtypes)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_an_unpruned_quantized_cell_serves_the_model_fine_tuning_trained(tiny_model, examples, bits, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    """The evaluation's model (the adapter unmerged on the bitsandbytes base) gives the trained PEFT model's logits;
+    merging the adapter and re-quantizing the sum (the `requantize` merge form) does not."""
+    import peft
+
+    trained = []
+
+    def kept(*args, **kwargs):
+        trained.append(get_peft_model(*args, **kwargs))
+        return trained[-1]
+
+    get_peft_model = peft.get_peft_model
+    monkeypatch.setattr(peft, "get_peft_model", kept)
+    settings = TrainSettings(batch_size=8, lr=2e-2, max_prompt_tokens=96, max_target_tokens=48,
+                             lora_targets=("q_proj", "v_proj", "up_proj"))  # fmt: skip
+    precision = Precision(bits)
+    with fake_monitor(CountingMeter()) as monitor:
+        finetune(str(tiny_model), examples[:24], precision, settings, 2, monitor, tmp_path / "adapter")
+    ids = torch.randint(4, 500, (3, 20), generator=torch.Generator().manual_seed(0))
+
+    def logits(model):
+        with torch.no_grad():
+            return model.eval()(input_ids=ids).logits.float()
+
+    from joulebench.cells import Merge
+
+    expected = logits(trained[0])
+    unmerged = prepare_model(CellSpec(str(tiny_model), tmp_path / "adapter", precision, Pruning("none")))
+    requantized = prepare_model(CellSpec(str(tiny_model), tmp_path / "adapter", precision, Pruning("none"),
+                                         merge=Merge("requantize")))  # fmt: skip
+    storage = precision.storage
+    assert (unmerged.form, requantized.form) == (f"adapter on {storage} base", f"merged → {storage}")
+    assert torch.equal(logits(unmerged.model), expected)
+    assert (logits(requantized.model) - expected).abs().max() > 1e-3
+    assert stored_bytes(unmerged.model) > stored_bytes(requantized.model)  # the adapter is stored beside the base
 
 
 @pytest.mark.parametrize("bits", [4, 8, 16, 32])

@@ -12,7 +12,6 @@ from joulebench.cells import Pruning
 from joulebench.data.rca import generate_tickets
 from joulebench.data.tickets import ticket_example
 from joulebench.embedded import PretrainSettings, build_embedded_model
-from joulebench.evaluate import prepare_model
 from joulebench.models import Precision, load_model, load_tokenizer
 from joulebench.prune import (
     CalibrationSettings,
@@ -27,6 +26,7 @@ from joulebench.prune import (
     prune_model,
 )
 from joulebench.prune.sequential import decoder_blocks, first_block_inputs, next_block_inputs
+from joulebench.served_model import CellSpec, prepare_model
 from joulebench.sparse_kernels import DENSE_LABEL, plan_kernels
 
 from .conftest import CountingMeter, fake_monitor
@@ -166,6 +166,39 @@ def test_sparsegpt_updates_the_weights_it_keeps(trained, windows):
     assert not torch.allclose(layer.weight[kept], before[name][kept])
 
 
+@pytest.mark.parametrize("setting", [Pruning("sparsegpt", n=2, m=4), Pruning("sparsegpt", ratio=0.5)])
+def test_sparsegpt_compensates_for_a_fixed_mask_instead_of_zeroing_it_afterwards(setting):
+    """The zeros sparse training reached go into the sweep: they stay zero, and the layer's reconstruction error
+    ‖WX − ŴX‖ is lower than pruning without them and zeroing them afterwards (the update spent on weights that are
+    then removed)."""
+    from joulebench.prune.sparsegpt import Hessian, sparsegpt_sweep
+
+    generator = torch.Generator().manual_seed(0)
+    rows, columns = 64, 256
+    mixing = torch.randn(columns, columns, generator=generator) / columns**0.5
+    inputs = torch.randn(2048, columns, generator=generator) @ (torch.eye(columns) + mixing)  # correlated features
+    weight = torch.randn(rows, columns, generator=generator)
+    fixed = torch.rand(rows, columns, generator=generator) < 0.2
+    weight[fixed] = 0  # the trained masks already hold for the merged weights
+    layer = torch.nn.Linear(columns, rows, bias=False)
+    hessian = Hessian(layer)
+    hessian.add_batch(inputs)
+
+    def error(pruned: torch.Tensor) -> float:
+        return float((inputs @ weight.T - inputs @ pruned.T).pow(2).sum())
+
+    swept = weight.clone()
+    mask = sparsegpt_sweep(swept, hessian.matrix(), setting, fixed)
+    after = weight.clone()
+    late = sparsegpt_sweep(after, hessian.matrix(), setting)
+    after[fixed] = 0
+    assert mask[fixed].all() and not swept[fixed].any()
+    assert float((late | fixed).float().mean()) >= float(mask.float().mean())  # no sparser afterwards
+    assert error(swept) < error(after)
+    if setting.is_nm:
+        assert (~mask).reshape(rows, -1, 4).sum(-1).max() <= 2
+
+
 def test_blocks_run_one_by_one_reproduce_the_model(trained, windows):
     model = load_model(str(trained), Precision(32)).eval()
     _, blocks = decoder_blocks(model)
@@ -190,7 +223,7 @@ def test_calibration_needs_enough_training_text(trained, tickets):
 @pytest.mark.parametrize("bits", [16, 8, 4])
 def test_the_mask_survives_casting_and_requantization(trained, windows, bits):
     setting = Pruning("wanda", n=2, m=4)
-    model, report, _ = prepare_model(str(trained), None, Precision(bits), setting, False, windows[0])
+    report = prepare_model(CellSpec(str(trained), None, Precision(bits), setting), windows[0]).prune_report
     steps = [check.step for check in report.checks]
     assert steps == ["pruned", f"stored at {Precision(bits).label}"]
     stored = report.checks[-1]
@@ -241,8 +274,8 @@ def test_only_2_4_at_16_bits_on_ampere_or_newer_plans_sparse_kernels(setting, bi
 def test_2_4_layers_pack_for_sparse_kernels_and_compute_the_same(trained, windows):
     from joulebench.sparse_kernels import to_semi_structured
 
-    model, report, positions = prepare_model(str(trained), None, Precision(16, "float16"),
-                                             Pruning("magnitude", n=2, m=4), False)  # fmt: skip
+    prepared = prepare_model(CellSpec(str(trained), None, Precision(16, "float16"), Pruning("magnitude", n=2, m=4)))
+    model, positions = prepared.model, prepared.positions
     with torch.no_grad():
         dense = model(input_ids=windows[1][:2].cuda()).logits
         conversion = to_semi_structured(model)

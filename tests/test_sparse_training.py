@@ -15,7 +15,6 @@ from joulebench.cells import SparseTraining
 from joulebench.checkpoints import restore_trainable, trainable_state
 from joulebench.finetune import train_loop
 from joulebench.models import Precision, load_model
-from joulebench.prune.verify import dense_weight
 from joulebench.sparse_training import (
     PEFT_PREFIX,
     SPARSE_TRAINERS,
@@ -24,11 +23,11 @@ from joulebench.sparse_training import (
     _MaskedLowRank,
     apply_masks,
     effective_weight,
-    float_weight,
     load_masks,
     masked_linears,
     save_masks,
 )
+from joulebench.storage import float_weight
 
 from .conftest import CountingMeter, fake_monitor
 
@@ -49,13 +48,11 @@ def tiny_llama(tmp_path_factory) -> Path:
     return out
 
 
-def lora_model(path: Path, bits: int, dropout: float = 0.0) -> torch.nn.Module:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def lora_model(path: Path, bits: int, dropout: float = 0.0, unquantized: str | None = None) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(1)
-    model = load_model(str(path), Precision(bits))
-    if bits in (4, 8):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = load_model(str(path), Precision(bits, unquantized_dtype=unquantized))
     config = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=["q_proj", "v_proj"],
                         task_type="CAUSAL_LM")  # fmt: skip
     return get_peft_model(model, config)
@@ -205,7 +202,7 @@ def test_the_training_forward_is_the_merged_and_masked_model(tiny_llama, tmp_pat
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_a_quantized_training_forward_is_its_dequantized_base_merged_and_masked(tiny_llama, bits):
-    model = lora_model(tiny_llama, bits)
+    model = lora_model(tiny_llama, bits, unquantized="float32")  # float32 around the linears: an exact comparison
     trainer = SPARSE_TRAINERS.get("gradual")(GRADUAL, epochs=1, steps_per_epoch=3)
     trainer.attach(model)
     train(model, trainer, optimizer_of(model), batches(3), range(1, 2))
@@ -318,11 +315,11 @@ def test_masks_survive_saving_and_applying_them_checks_every_layer(tiny_llama, t
 
 @pytest.mark.parametrize(("method", "bits"), [("sparsegpt", 16), ("magnitude", 4)])
 def test_pruning_after_sparse_training_keeps_the_trained_zeros(tiny_llama, tmp_path, method, bits):
-    """SparseGPT updates the weights it keeps and may refill those sparse training removed: evaluation re-applies the
-    trained masks, so the stored cell holds both the trained zeros and the pruner's N:M pattern."""
+    """The trained masks go into the pruner as weights it must prune (SparseGPT compensates for them in its sweep),
+    so the stored cell holds both the trained zeros and the pruner's N:M pattern."""
     from joulebench.cells import Pruning
-    from joulebench.evaluate import prepare_model
     from joulebench.finetune import MASKS_FILE
+    from joulebench.served_model import CellSpec, prepare_model
 
     model = lora_model(tiny_llama, 32)
     trainer = SPARSE_TRAINERS.get("gradual")(GRADUAL, epochs=2, steps_per_epoch=3)
@@ -332,11 +329,12 @@ def test_pruning_after_sparse_training_keeps_the_trained_zeros(tiny_llama, tmp_p
     model.save_pretrained(adapter)
     save_masks(trainer.masks(), adapter / MASKS_FILE)
     calibration = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(3))
-    pruned, report, _ = prepare_model(str(tiny_llama), adapter, Precision(bits), Pruning(method, n=2, m=4), False,
-                                      calibration if method == "sparsegpt" else None, 2)  # fmt: skip
+    spec = CellSpec(str(tiny_llama), adapter, Precision(bits), Pruning(method, n=2, m=4))
+    prepared = prepare_model(spec, calibration if method == "sparsegpt" else None, 2)
+    pruned, report = prepared.model, prepared.prune_report
     stored = f"stored at {Precision(bits).label}"
     assert [check.step for check in report.checks][-2:] == ["sparse-training masks kept", stored]
     for name, keep in trainer.masks().items():
-        weight = dense_weight(dict(pruned.named_modules())[name])
+        weight = float_weight(dict(pruned.named_modules())[name])
         assert not weight[~keep].any(), name
     assert report.achieved >= 0.5

@@ -7,6 +7,7 @@ Calibrated pruners (Wanda, SparseGPT) first see the layer's inputs on calibratio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import ClassVar, Protocol
 
@@ -37,8 +38,12 @@ class Pruner:
     def statistics(self, layer: torch.nn.Linear) -> LayerStatistics:
         raise NotImplementedError(f"{type(self).__name__} needs no calibration")
 
-    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None) -> torch.Tensor:
-        """Return the boolean keep-mask of `layer.weight`; may also update the kept weights (SparseGPT does)."""
+    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None,
+              fixed: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Return the boolean keep-mask of `layer.weight`; may also update the kept weights (SparseGPT does).
+        `fixed` marks weights that must be pruned whatever their score (the zeros sparse training reached): they
+        count towards the setting's share first, so a layer ends with max(setting, fixed) of its weights pruned in
+        each group it is taken over."""
         raise NotImplementedError
 
 
@@ -47,8 +52,10 @@ PRUNERS: Registry[type[Pruner]] = Registry("pruning method")
 
 @PRUNERS.register("none")
 class KeepAll(Pruner):
-    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None) -> torch.Tensor:
-        return torch.ones_like(layer.weight, dtype=torch.bool)
+    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None,
+              fixed: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        keep = torch.ones_like(layer.weight, dtype=torch.bool)
+        return keep if fixed is None else keep & ~fixed.to(keep.device)
 
 
 def check_setting(setting: Pruning) -> None:
@@ -68,9 +75,18 @@ def prunable_linears(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Lin
             yield name, module
 
 
-def keep_mask(scores: torch.Tensor, setting: Pruning, per_row: bool = False) -> torch.Tensor:
+def keep_mask(
+    scores: torch.Tensor, setting: Pruning, per_row: bool = False, fixed: torch.Tensor | None = None
+) -> torch.Tensor:
     """Keep the highest scores: the top N of every M along the input dimension, or all but the lowest `ratio`
-    share of the layer (or, with `per_row`, of each output row)."""
+    share of the layer (or, with `per_row`, of each output row). `fixed` weights are pruned first, and always."""
+    if fixed is not None:
+        fixed = fixed.to(scores.device)
+        return _keep_mask(scores.float().masked_fill(fixed, -math.inf), setting, per_row) & ~fixed
+    return _keep_mask(scores, setting, per_row)
+
+
+def _keep_mask(scores: torch.Tensor, setting: Pruning, per_row: bool) -> torch.Tensor:
     if setting.is_nm:
         return nm_keep_mask(scores, setting.n, setting.m)
     if per_row:

@@ -23,11 +23,13 @@ class Magnitude(Pruner):
         if setting.scope == "global":
             self.threshold = global_threshold([layer.weight for layer in layers.values()], setting.ratio)
 
-    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None) -> torch.Tensor:
+    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None,
+              fixed: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         weight = layer.weight.detach()
         if self.threshold is not None:
-            return weight.abs() > self.threshold
-        return keep_mask(weight.abs(), setting)
+            keep = weight.abs() > self.threshold
+            return keep if fixed is None else keep & ~fixed.to(keep.device)
+        return keep_mask(weight.abs(), setting, fixed=fixed)
 
 
 @torch.no_grad()

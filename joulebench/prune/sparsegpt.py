@@ -1,6 +1,8 @@
 """SparseGPT (Frantar & Alistarh, 2023; IST-DASLab/sparsegpt): prune column by column with the inverse Hessian of
 the layer's reconstruction error, H = 2XXᵀ over the calibration tokens, and update the remaining weights to
-compensate. Masks are chosen per block of columns (adaptive), or per N:M group as the sweep reaches it.
+compensate. Masks are chosen per block of columns (adaptive), or per N:M group as the sweep reaches it. A fixed mask
+(the zeros sparse training reached) goes into the sweep: those weights are pruned first, and their removal is
+compensated like any other's, rather than zeroed afterwards over weights the sweep had just updated.
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ class SparseGPT(Pruner):
         return Hessian(layer)
 
     @torch.no_grad()
-    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None) -> torch.Tensor:
+    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None,
+              fixed: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         if not isinstance(statistics, Hessian) or statistics.tokens == 0:
             raise ValueError("SparseGPT needs the layer's calibration inputs")
         weight = layer.weight.detach().float().clone()
-        pruned = sparsegpt_sweep(weight, statistics.matrix(), setting)
+        pruned = sparsegpt_sweep(weight, statistics.matrix(), setting, fixed)
         layer.weight.data.copy_(weight.to(layer.weight.dtype))
         return ~pruned
 
@@ -63,9 +66,13 @@ def inverse_hessian_cholesky(hessian: torch.Tensor, weight: torch.Tensor) -> tor
     return torch.linalg.cholesky(torch.cholesky_inverse(factor), upper=True)
 
 
-def sparsegpt_sweep(weight: torch.Tensor, hessian: torch.Tensor, setting: Pruning) -> torch.Tensor:
-    """Prune `weight` (float32, rows × columns) in place; return the boolean mask of pruned weights."""
+def sparsegpt_sweep(
+    weight: torch.Tensor, hessian: torch.Tensor, setting: Pruning, fixed: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Prune `weight` (float32, rows × columns) in place; return the boolean mask of pruned weights. `fixed` weights
+    are pruned whatever their saliency and count towards each block's share (unstructured) or group's M − N."""
     rows, columns = weight.shape
+    fixed = torch.zeros_like(weight, dtype=torch.bool) if fixed is None else fixed.to(weight.device)
     if setting.is_nm and columns % setting.m:
         raise ValueError(f"N:M pruning needs in_features divisible by M={setting.m}, got {columns}")
     hinv = inverse_hessian_cholesky(hessian, weight)
@@ -78,18 +85,17 @@ def sparsegpt_sweep(weight: torch.Tensor, hessian: torch.Tensor, setting: Prunin
         errors = torch.zeros_like(block)
         hinv_block = hinv[start:end, start:end]
         diagonal = torch.diag(hinv_block)
-        if setting.is_nm:
-            mask = torch.zeros_like(block, dtype=torch.bool)
-        else:
-            saliency = block.pow(2) / diagonal.pow(2).unsqueeze(0)
-            drop = round(saliency.numel() * setting.ratio)
-            mask = torch.zeros(saliency.numel(), dtype=torch.bool, device=block.device)
+        held = fixed[:, start:end]
+        mask = held.clone()
+        if not setting.is_nm:
+            saliency = (block.pow(2) / diagonal.pow(2).unsqueeze(0)).masked_fill(held, -math.inf)
+            drop = max(round(saliency.numel() * setting.ratio), int(held.sum()))
             if drop:
-                mask[saliency.flatten().topk(drop, largest=False).indices] = True
-            mask = mask.view_as(block)
+                mask.view(-1)[saliency.flatten().topk(drop, largest=False).indices] = True
         for i in range(end - start):
             if setting.is_nm and i % setting.m == 0:
                 group = block[:, i : i + setting.m].pow(2) / diagonal[i : i + setting.m].pow(2).unsqueeze(0)
+                group = group.masked_fill(held[:, i : i + setting.m], -math.inf)
                 mask.scatter_(1, i + group.topk(drop_per_group, dim=1, largest=False).indices, True)
             column = block[:, i]
             kept = torch.where(mask[:, i], torch.zeros_like(column), column)

@@ -12,6 +12,7 @@ import torch
 
 from joulebench.cells import Pruning
 from joulebench.prune.base import prunable_linears
+from joulebench.storage import float_weight
 
 
 class MaskLost(RuntimeError):
@@ -51,27 +52,13 @@ class PrunedPositions:
         return len(self._packed)
 
 
-def dense_weight(layer: torch.nn.Module) -> torch.Tensor:
-    """The layer's weight as a plain (out × in) tensor on the CPU, whatever its storage: dense, bitsandbytes int8
-    (its int8 codes: 0 stays 0), bitsandbytes 4-bit (dequantized) or 2:4 semi-structured sparse."""
-    weight = layer.weight
-    kind = type(weight).__name__
-    if kind == "Params4bit":
-        import bitsandbytes.functional as bnbf
-
-        return bnbf.dequantize_4bit(weight.data, weight.quant_state).cpu()
-    if "SemiStructured" in kind:
-        return weight.to_dense().cpu()
-    return weight.data.cpu()
-
-
 @torch.no_grad()
 def check_masks(model: torch.nn.Module, pruned: PrunedPositions, setting: Pruning, step: str) -> MaskCheck:
     zeros = total = lost = violations = 0
     layers: dict[str, float] = {}
     first_problem = ""
     for name, layer in prunable_linears(model):
-        weight = dense_weight(layer)
+        weight = float_weight(layer).cpu()
         is_zero = weight == 0
         layer_zeros = int(is_zero.sum())
         layers[name] = layer_zeros / weight.numel()

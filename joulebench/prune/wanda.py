@@ -32,8 +32,9 @@ class Wanda(Pruner):
     def statistics(self, layer: torch.nn.Linear) -> LayerStatistics:
         return InputNorms(layer)
 
-    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None) -> torch.Tensor:
+    def prune(self, layer: torch.nn.Linear, setting: Pruning, statistics: LayerStatistics | None,
+              fixed: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         if not isinstance(statistics, InputNorms) or statistics.tokens == 0:
             raise ValueError("Wanda needs the layer's calibration inputs")
         scores = layer.weight.detach().float().abs() * statistics.norms().unsqueeze(0)
-        return keep_mask(scores, setting, per_row=True)
+        return keep_mask(scores, setting, per_row=True, fixed=fixed)
