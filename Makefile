@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.joulebench-installed
 CORES ?= all
 
-.PHONY: report test test-fast test-slurm lint bench clean setup
+.PHONY: report test test-fast test-slurm lint bench clean setup gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -35,6 +35,25 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/harness.py
 	$(BIN)/python benchmarks/noise_agreement.py --reuse-first results/bench/work/default
 	$(BIN)/python benchmarks/meter_overhead.py --seconds 30
+
+# The prepared GPU check (benchmarks/gpu_check.py). On the GPU machine, which has its own torch and no network, it runs
+# with that machine's python3 and the wheels of `make gpu-wheels` (README: "The GPU check"); here it skips in one line.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_WHEELS := .whl
+# 60 MiB: what a device call carries beside the working tree (64 MiB in all)
+GPU_WHEEL_LIMIT := 62914560
+
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py
+
+gpu-wheels:
+	$(PYTHON) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
+		-d $(GPU_WHEELS) -r benchmarks/gpu_wheels.txt
+	@du -cb $(GPU_WHEELS)/*.whl | tail -n 1 | awk '{ if ($$1 > $(GPU_WHEEL_LIMIT)) { print "gpu-wheels: " $$1 \
+		" bytes in $(GPU_WHEELS)/, over the $(GPU_WHEEL_LIMIT) a device call can carry"; exit 1 } \
+		else print "gpu-wheels: " $$1 " bytes in $(GPU_WHEELS)/" }'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

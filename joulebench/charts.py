@@ -564,6 +564,67 @@ def pruning_impact_svg(rows: Sequence[Mapping[str, Any]]) -> str:
     return _render((FIG_WIDTH_IN, min(max(height, 2.4), MAX_HEIGHT_IN)), _draw_impact, entries)
 
 
+# --- early exit along its thresholds -----------------------------------------------------------
+
+
+def early_exit_curves(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per fine-tuned cell and exit setting (confidence measure, heads), its early-exit cells by threshold: ρ and
+    energy per query at each, with the parent's (full depth) beside them."""
+    ok = [r for r in rows if is_ok(r)]
+    parents = {_cell_key(r): r for r in ok if not is_reference(r) and not is_pruned(r)}
+    curves: dict[tuple[str, ...], dict[str, Any]] = {}
+    for row in ok:
+        threshold = to_float(row.get("exit_threshold"))
+        if threshold is None:
+            continue
+        key = (*_cell_key(row), str(row.get("exit_measure", "")), str(row.get("exit_heads", "")))
+        parent = parents.get(_cell_key(row), {})
+        curve = curves.setdefault(key, {
+            "dataset": key[0], "model": key[1], "label": f"{cell_label(parent or row)} · {key[5]}, {key[6]} heads",
+            "bits": key[2], "points": [], "parent_rho": to_float(parent.get("rho")),
+            "parent_wh": to_float(parent.get("wh_per_query")),
+        })  # fmt: skip
+        curve["points"].append((threshold, to_float(row.get("rho")), to_float(row.get("wh_per_query"))))
+    for curve in curves.values():
+        curve["points"].sort()
+    return list(curves.values())
+
+
+def _draw_early_exit(fig: Figure, curves: Sequence[Mapping[str, Any]]) -> None:
+    datasets = datasets_in_order(curves)
+    axes = fig.subplots(len(datasets), 2, squeeze=False)
+    handles = []
+    for (rho_ax, energy_ax), dataset in zip(axes, datasets, strict=True):
+        for index, curve in enumerate(c for c in curves if c["dataset"] == dataset):
+            colour, style = bits_colour(curve["bits"]), LINESTYLES[index % len(LINESTYLES)]
+            for ax, column, parent in ((rho_ax, 1, curve["parent_rho"]), (energy_ax, 2, curve["parent_wh"])):
+                points = [(p[0], p[column]) for p in curve["points"] if p[column] is not None]
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3.5, color=colour,
+                        linestyle=style, linewidth=1)  # fmt: skip
+                if parent is not None:
+                    ax.axhline(parent, color=colour, linestyle=style, linewidth=0.6, alpha=0.5)
+            handles.append(Line2D([], [], color=colour, linestyle=style, marker="o", markersize=3.5,
+                                  label=curve["label"]))  # fmt: skip
+        rho_ax.set_title(f"{dataset}: ρ", loc="left")
+        energy_ax.set_title(f"{dataset}: energy per query (Wh, real lengths)", loc="left")
+        for ax in (rho_ax, energy_ax):
+            ax.set_xlabel("exit threshold (1.0: no token exits)")
+            ax.grid(linewidth=0.4, alpha=0.5)
+    handles.append(Line2D([], [], color="#777777", linewidth=0.6, alpha=0.5, label="thin line: the parent at full "
+                          "depth"))  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+
+
+def early_exit_svg(rows: Sequence[Mapping[str, Any]]) -> str:
+    """ρ and energy per query of each early-exit setting along its thresholds, its parent at full depth as a thin
+    line; one row of two panels per dataset."""
+    curves = early_exit_curves(rows)
+    if not curves:
+        return placeholder_svg("no early-exit cells were evaluated")
+    height = 1.6 + 1.9 * len(datasets_in_order(curves)) + 0.16 * len(curves)
+    return _render((FIG_WIDTH_IN, min(height, MAX_HEIGHT_IN)), _draw_early_exit, curves)
+
+
 # --- energy-quality Pareto front --------------------------------------------------------------
 
 

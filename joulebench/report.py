@@ -917,6 +917,51 @@ def energy_table(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
     return [_decorate(row, with_model, 0) for row in ordered]
 
 
+def _parent_delta_rho(row: Mapping[str, str]) -> dict[str, str]:
+    """Δρ against the parent with its paired bootstrap interval and verdict; blank without the interval."""
+    if not charts.has_uncertainty(row, "parent_rho"):
+        return {"delta": "", "interval": "", "verdict": "", "css": ""}
+    delta, low, high = (to_float(row[f"delta_parent_rho{s}"]) for s in ("", "_lo", "_hi"))
+    verdict = charts.change_verdict(delta, low, high)  # type: ignore[arg-type]
+    return {"delta": f"{delta:+.4f}", "interval": f"[{low:+.4f}, {high:+.4f}]", "verdict": verdict,
+            "css": verdict.replace(" ", "-")}  # fmt: skip
+
+
+def _variant_rows(rows: Sequence[Mapping[str, str]], keep: Callable[[Mapping[str, str]], bool]
+                  ) -> list[dict[str, Any]]:  # fmt: skip
+    """Evaluated variant rows `keep` picks, each beside its parent (the same fine-tuned cell, unpruned, as trained),
+    with Δρ against it and the energy and speed comparison the cell's own rounds paired with it."""
+    with_model = charts.needs_model_prefix(rows)
+    parents = {charts._cell_key(r): r for r in rows
+               if charts.is_ok(r) and not charts.is_reference(r) and not charts.is_pruned(r)}  # fmt: skip
+    view = []
+    for row in rows:
+        if not charts.is_ok(row) or not keep(row):
+            continue
+        parent = parents.get(charts._cell_key(row), {})
+        view.append({
+            **_decorate(row, with_model, 0),
+            "parent_label": charts.cell_label(parent, with_model) if parent else "",
+            "parent_form": parent.get("model_form", ""), "parent_rho": parent.get("rho", ""),
+            "parent_size_mb": parent.get("model_size_mb", ""), "parent_wh_per_query": parent.get("wh_per_query", ""),
+            "delta_parent": _parent_delta_rho(row),
+        })  # fmt: skip
+    return view
+
+
+def deployment_forms(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """The `merge` variants of the 4/8-bit cells, each beside the cell as trained (its adapter unmerged)."""
+    return _variant_rows(rows, lambda row: row.get("pruning_method") == "merge")
+
+
+def early_exit_table(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """The early-exit cells with their setting, where tokens left, and what the decoding cost against full depth,
+    the exit tests included."""
+    view = _variant_rows(rows, lambda row: to_float(row.get("exit_threshold")) is not None)
+    return sorted(view, key=lambda r: (r["parent_label"], r["exit_measure"], r["exit_heads"],
+                                       -(to_float(r["exit_threshold"]) or 0.0)))  # fmt: skip
+
+
 def training_table(training: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     with_model = charts.needs_model_prefix(training)
     table = []
@@ -1088,6 +1133,8 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
         "glance": (glance := at_a_glance(rows)),
         "glance_p_first": any(pick.get("p_first_share") for ds in glance for pick in ds["picks"]),
         "impact": impact_flags(rows),
+        "deployment_forms": deployment_forms(rows),
+        "early_exits": early_exit_table(rows),
         "carbon_is_cell_total": charts.inference_carbon_key(rows) != charts.INFER_EMISSIONS_KEY,
         "not_ok": [_decorate(row, charts.needs_model_prefix(rows), 0) for row in rows if not charts.is_ok(row)],
         "examples": examples_view(inputs.examples),
@@ -1100,6 +1147,7 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
         "chart_inference": Markup(charts.inference_svg(rows)),
         "chart_pruning": Markup(charts.pruning_impact_svg(rows)),
         "chart_pareto": Markup(charts.pareto_svg(rows)),
+        "chart_early_exit": Markup(charts.early_exit_svg(rows)),
     }
 
 

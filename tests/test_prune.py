@@ -199,6 +199,25 @@ def test_sparsegpt_compensates_for_a_fixed_mask_instead_of_zeroing_it_afterwards
         assert (~mask).reshape(rows, -1, 4).sum(-1).max() <= 2
 
 
+@pytest.mark.parametrize("bits", [4, 8])
+def test_calibrated_pruners_see_the_weights_as_they_will_be_stored(trained, windows, bits):
+    """With the storage round trip, every block is scored on its stored weights and stored before it feeds the next
+    block: what the pruner leaves is already in the storage format (storing it again changes nothing)."""
+    from functools import partial
+
+    from joulebench.storage import round_trip
+
+    precision = Precision(bits)
+    model = load_model(str(trained), Precision(32))
+    report, _ = prune_model(model, Pruning("wanda", n=2, m=4), windows[0], 4, stored=partial(round_trip,
+                            precision=precision), stored_label=f"{precision.storage} as stored")  # fmt: skip
+    assert report.scored_on == f"{precision.storage} as stored"
+    for name, layer in prunable_linears(model):
+        assert torch.equal(round_trip(layer.weight.data, precision), layer.weight.data), name
+    floating = load_model(str(trained), Precision(32))
+    assert prune_model(floating, Pruning("wanda", n=2, m=4), windows[0], 4)[0].scored_on == "float32"
+
+
 def test_blocks_run_one_by_one_reproduce_the_model(trained, windows):
     model = load_model(str(trained), Precision(32)).eval()
     _, blocks = decoder_blocks(model)

@@ -28,6 +28,7 @@ FIGURES = {
     "fig-inference-precision": "Figure 3. Inference energy and carbon by precision.",
     "fig-pruning-impact": "Figure 4. Pruning impact on quality.",
     "fig-pareto": "Figure 5. Energy–quality Pareto front.",
+    "fig-early-exit": "Figure 6. Early exit along its thresholds.",
 }
 
 # --- a realistic fixture: the rca cells of a finished default run (rounded), plus a small saf grid -------------
@@ -580,6 +581,54 @@ def test_every_figure_is_inline_with_a_caption(html, tree):
         if fig_id != "fig-pruning-impact":
             assert "CPU and RAM energy figures in this report are estimates, not measurements." in caption
     assert "emissions of the whole cell" in _text(figures["fig-inference-precision"])
+
+
+def test_without_merge_forms_or_early_exits_their_sections_say_so(html, tree):
+    assert "No merge form was evaluated (config key merge;" in _text(_tables(tree, "deployment-forms")[0])
+    assert "No early-exit cell was evaluated." in html and "no early-exit cells were evaluated" in html
+
+
+def _variant_rows() -> list[dict[str, str]]:
+    """The realistic rows plus rca's b4 e1 cell merged and re-quantized, and two early exits of its b16 e1 cell
+    along their thresholds."""
+    rows = realistic_rows()
+    parent = next(r for r in rows if (r["dataset"], r["bits"], r["epochs"], r["pruning"]) == ("rca", "4", "1", "none"))
+    parent["model_form"] = "adapter on nf4 base"
+    merged = {**parent, "pruning": "merged → re-quantized", "pruning_method": "merge", "model_form": "merged → nf4",
+              "rho": "0.2014", "model_size_mb": "2.5", "delta_parent_rho": "-0.01", "delta_parent_rho_lo": "-0.016",
+              "delta_parent_rho_hi": "-0.004", "energy_vs": "unpruned parent", "energy_ratio": "0.93",
+              "energy_ratio_lo": "0.9", "energy_ratio_hi": "0.96", "energy_verdict": "lower", "rank": "21"}
+    exits = []
+    for threshold, fraction, share, rho in (("1.0", "1.21", "0.18", "0.2095"), ("0.5", "0.97", "0.22", "0.19")):
+        exits.append({**next(r for r in rows if (r["dataset"], r["bits"], r["epochs"], r["pruning"]) ==
+                             ("rca", "16", "1", "none")),  # fmt: skip
+                      "pruning": f"early exit softmax-gap > {float(threshold):.2f}, shared (untrained) heads",
+                      "pruning_method": "early-exit", "exit_threshold": threshold, "exit_measure": "softmax-gap",
+                      "exit_heads": "shared", "mean_exit_layer": "3.1", "exit_layers": "4",
+                      "exit_compute_fraction": fraction, "exit_test_share": share, "rho": rho, "rank": "22"})
+    return [*rows, merged, *exits]
+
+
+def test_a_merge_form_is_shown_beside_the_cell_as_trained_with_its_delta_rho():
+    tree = ET.fromstring(render_html(realistic_inputs(rows=_variant_rows()), TEMPLATES))
+    cells = [[_text(td) for td in tr.iter(f"{XHTML}td")] for tr in _rows_of(_tables(tree, "deployment-forms")[0])]
+    assert len(cells) == 1
+    assert cells[0][:5] == ["b4 e1", "adapter on nf4 base", "merged → nf4", "0.211", "0.201"]
+    assert cells[0][5] == "-0.0100 [-0.0160, -0.0040] worse"
+    assert cells[0][6].startswith("↓ lower") and cells[0][8:] == ["2.700", "2.500"]
+    final = _text(_tables(tree, "final")[0])
+    assert "merged → re-quantized merged → nf4" in final and "none adapter on nf4 base" in final
+
+
+def test_early_exit_cells_show_their_setting_and_what_the_exit_tests_cost():
+    tree = ET.fromstring(render_html(realistic_inputs(rows=_variant_rows()), TEMPLATES))
+    cells = [[_text(td) for td in tr.iter(f"{XHTML}td")] for tr in _rows_of(_tables(tree, "early-exit")[0])]
+    assert [c[:6] for c in cells] == [
+        ["b16 e1", "softmax-gap, shared", "1.00", "3.10 / 4", "121.0 %", "18.0 %"],
+        ["b16 e1", "softmax-gap, shared", "0.50", "3.10 / 4", "97.0 %", "22.0 %"],
+    ]
+    figure = next(f for f in tree.iter(f"{XHTML}figure") if f.get("id") == "fig-early-exit")
+    assert "b16 e1 · softmax-gap, shared heads" in "".join(figure.itertext())
 
 
 def test_pareto_table_names_the_non_dominated_cells(tree):

@@ -66,10 +66,14 @@ def test_every_technique_runs_as_a_grid_value(tmp_path):
     for row in exits:
         assert row["training"] == parent["training"] and int(row["exit_layers"]) == layers
         assert 1 <= float(row["mean_exit_layer"]) <= layers and row["delta_parent_rho"] != ""
-    never = next(r for r in exits if "τ=1.00" in r["early_exit"])
+    never = next(r for r in exits if r["exit_threshold"] == "1" and r["exit_measure"] == "softmax-gap")
     assert float(never["mean_exit_layer"]) == layers
     assert predictions(tmp_path, never) == predictions(tmp_path, parent)
     assert all(float(r["mean_exit_layer"]) <= layers for r in exits if r is not never)
+    # The exit tests' own compute is counted: at τ = 1.0 every softmax-gap test reads the LM head for nothing.
+    assert float(never["exit_compute_fraction"]) > 1 and float(never["exit_test_share"]) > 0
+    assert {r["exit_measure"] for r in exits} == {"softmax-gap", "saturation"}
+    assert "Figure 6. Early exit along its thresholds." in (tmp_path / "results" / "report.html").read_text()
     for setting in early_exit_settings(config).values():
         path = tmp_path / "results/eval/rca/tiny-llama" / parent["training"] / f"b{parent['bits']}-e{parent['epochs']}-"
         heads = json.loads(Path(f"{path}{setting.id}/eval.json").read_text())["result"]["early_exit"]["heads"]

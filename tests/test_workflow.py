@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from joulebench.cells import REFERENCE_TRAINING, post_training_variants, pruned_cells, read_selection, unpruned_cells
+from joulebench.cells import (
+    REFERENCE_TRAINING,
+    merged_cells,
+    post_training_variants,
+    pruned_cells,
+    read_selection,
+    unpruned_cells,
+)
 from joulebench.summary import COLUMNS
 
 from .conftest import ROOT, SAF_DIR
@@ -33,7 +40,8 @@ SOMETIMES_EMPTY = {
     "train_wall_s", "sparse_kernel", "speedup_vs_dense", "dense_j_per_token", "delta_rho", "delta_rho_lo",
     "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first", "delta_parent_rho", "delta_parent_rho_lo",
     "delta_parent_rho_hi", "verdict_parent_rho", "precision", "sparse_training", "early_exit", "mean_exit_layer",
-    "exit_layers", "exit_compute_fraction", "train_sparsity", "train_matmul_dtype", "build_kwh",
+    "exit_layers", "exit_compute_fraction", "exit_test_share", "exit_threshold", "exit_measure", "exit_heads",
+    "train_sparsity", "train_matmul_dtype", "build_kwh",
     # the base row is the reference of the comparisons; only the finalists are measured side by side
     "energy_ratio", "energy_ratio_lo", "energy_ratio_hi", "speed_ratio", "speed_ratio_lo", "speed_ratio_hi",
     "energy_ratio_base", "energy_verdict_base", "speed_ratio_base", "speed_verdict_base", "finalist",
@@ -89,7 +97,7 @@ def run_grid(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "
         cell for dataset in config["datasets"] if post_training_variants(config)
         for cell in read_selection(workdir / "results" / "selection" / f"{dataset}.json", dataset)
     ]  # fmt: skip
-    assert len(rows) == len(unpruned_cells(config)) + len(pruned_cells(config, selected))
+    assert len(rows) == len(unpruned_cells(config)) + len(merged_cells(config)) + len(pruned_cells(config, selected))
     for row in rows:
         assert row["status"] == "ok", row
         assert all(row[c] != "" for c in ALWAYS_FILLED), {c: row[c] for c in ALWAYS_FILLED if row[c] == ""}
@@ -189,8 +197,9 @@ def test_micro_grid_prunes_the_top_k_and_says_kernels_are_dense(micro):
     top = {(r["bits"], r["epochs"]) for r in rows if r["pruning"] == "none" and r["top_k"] == "1"}
     assert len(top) == k
     assert top == {(str(c.bits), str(c.epochs)) for c in read_selection(workdir / "results/selection/rca.json", "rca")}
-    pruned = [r for r in rows if r["pruning"] != "none"]
+    pruned = [r for r in rows if r["pruning_method"] in methods]
     assert {(r["bits"], r["epochs"]) for r in pruned} == top and len(pruned) == k * len(methods)
+    assert {r["pruning_method"] for r in rows} == {"none", "merge", *methods}
     assert {r["pruning_method"] for r in pruned} == methods
     for row in pruned:  # 2:4 on a CPU: masked-dense, and said so
         assert abs(float(row["sparsity"]) - 0.5) < 0.005
@@ -200,6 +209,28 @@ def test_micro_grid_prunes_the_top_k_and_says_kernels_are_dense(micro):
     for row in pruned:
         assert row["energy_vs"] == "unpruned parent (paired)"
         assert row["energy_verdict"] == row["speed_verdict"] == "within noise", row
+
+
+def test_a_4bit_cell_is_served_as_trained_and_merged_beside_it(micro):
+    """Unpruned 4-bit cells serve their adapter on the NF4 base (as trained); the requantize merge form is
+    measured beside each, with Δρ against it; pruned 4-bit cells say they were merged, pruned and re-quantized; the
+    sizes are the bytes stored."""
+    rows, workdir = micro["rows"], micro["workdir"]
+    forms = {(r["bits"], r["epochs"], r["pruning_method"]): r for r in rows}
+    for epochs in ("1", "2"):
+        trained, merged = forms[("4", epochs, "none")], forms[("4", epochs, "merge")]
+        record = json.loads((workdir / f"results/eval/rca/tiny-llama/{REFERENCE_TRAINING.id}/b4-e{epochs}-none/"
+                                       "eval.json").read_text())  # fmt: skip
+        assert record["result"]["model_form"] == trained["model_form"] == "adapter on nf4 base"
+        assert merged["model_form"] == "merged → nf4" and merged["pruning"] == "merged → re-quantized"
+        assert merged["delta_parent_rho"] != "" and merged["energy_vs"] == "unpruned parent (paired)"
+        assert float(merged["model_size_mb"]) < float(trained["model_size_mb"])  # no adapter stored beside it
+    assert forms[("32", "1", "none")]["model_form"] == "merged → float32"
+    for row in rows:
+        if row["bits"] == "4" and row["pruning_method"] in ("magnitude", "wanda"):
+            assert row["model_form"] == "merged → pruned → nf4", row["model_form"]
+    report = (workdir / "results" / "report.html").read_text()
+    assert "How the 4- and 8-bit cells are deployed" in report and "No merge form was evaluated" not in report
 
 
 def measured_records(workdir: Path) -> list[dict]:
@@ -249,6 +280,8 @@ def test_a_rerun_does_nothing_and_a_grid_value_adds_only_its_cells(micro):
     bigger = workdir / "bigger.yaml"
     bigger.write_text(yaml.safe_dump({**config, "epochs": [*config["epochs"], 3]}))
     # The middle probe follows the first half of the unpruned evaluations, which now holds a new cell.
+    # Each new fine-tuned cell is evaluated (a 4-bit one also in each merge form, planned with the pruned cells once
+    # the selection checkpoint has run: a dry run does not list those yet).
     assert planned_jobs(workdir, bigger, snakefile) == {
         "finetune": len(config["bits"]), "evaluate": len(config["bits"]), "select_for_pruning": 1,
         "probe_reference": 2, "finalists": 1, "aggregate": 1, "report": 1, "run_status": 1, "all": 1,
@@ -289,8 +322,8 @@ def test_each_edit_reruns_exactly_what_depends_on_it(micro):
 
     with edited(workflow / "joulebench" / "metrics.py", "\n# edited\n"):
         rules = Counter(rule for rule, _ in dry_run(workdir, workdir / "config.yaml", snakefile))
-    # The class centroids (their embeddings come from metrics.py) and the unpruned evaluations; the pruned ones join
-    # once the checkpoint they follow has run again.
+    # The class centroids (their embeddings come from metrics.py) and the unpruned evaluations; the pruned and merged
+    # ones join once the checkpoint the final summary follows has run again.
     # The noise probes after the re-run evaluations follow them again (the probes' own code does not score answers).
     assert rules == {"class_centroids": len(config["datasets"]), "evaluate": len(unpruned_cells(config)),
                      "select_for_pruning": 1, "probe_reference": 2, "finalists": 1, "aggregate": 1, "report": 1,
@@ -326,7 +359,8 @@ def test_micro_grid_on_real_saf_data(tmp_path):
     assert {(r["bits"], r["epochs"]) for r in rows if r["pruning"] == "none"} == {
         ("32", "0"), ("4", "1"), ("4", "2"), ("32", "1"), ("32", "2")
     }  # fmt: skip
-    assert sum(r["pruning"] != "none" for r in rows) == config["top_k"] * len(config["pruning"]["methods"])
+    methods = {m["method"] for m in config["pruning"]["methods"]}
+    assert sum(r["pruning_method"] in methods for r in rows) == config["top_k"] * len(config["pruning"]["methods"])
     for cell in (r for r in rows if r["pruning"] == "none"):
         name = f"{REFERENCE_TRAINING.id}/b{cell['bits']}-e{cell['epochs']}-none"
         predictions = (tmp_path / f"results/eval/saf/tiny-llama/{name}/predictions.jsonl").read_text().splitlines()
