@@ -355,7 +355,6 @@ def _linear_macs(module: torch.nn.Module) -> int:
     return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
-
 @dataclass
 class ExitStats:
     """Where generated tokens left the decoder, summed over calls. `computed_layers` counts full layers run on behalf

@@ -3,20 +3,15 @@ table reports each target as met or missed. Timings themselves belong to `make b
 
 from __future__ import annotations
 
-import importlib.util
-
 import yaml
 
 from joulebench import cells, preflight
 
-from .conftest import ROOT
+from .conftest import ROOT, benchmark_module
 
 
 def harness():
-    spec = importlib.util.spec_from_file_location("harness", ROOT / "benchmarks" / "harness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("harness")
 
 
 def test_the_dry_run_grid_is_valid_and_has_a_thousand_evaluated_cells(tmp_path):

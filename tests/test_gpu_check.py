@@ -3,21 +3,17 @@ nothing; its arithmetic is checked here, its measurements only where a GPU runs 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, benchmark_module
 
 
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("gpu_check")
 
 
 def test_without_a_gpu_it_skips_in_one_line_and_writes_nothing(tmp_path):
