@@ -430,9 +430,14 @@ def is_pruned(row: Mapping[str, Any]) -> bool:
     return not is_reference(row) and str(row.get("pruning", "") or "").strip().lower() not in NO_PRUNING
 
 
-def _cell_key(row: Mapping[str, Any]) -> tuple[str, ...]:
+def finetune_key(row: Mapping[str, Any]) -> tuple[str, ...]:
     return (str(row.get("dataset", "")), str(row.get("model", "")), bits_key(row.get("bits")),
             bits_key(row.get("epochs")), str(row.get("training", "")))
+
+
+def parents_by_cell(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], Mapping[str, Any]]:
+    """The ok fine-tuned rows without a post-training variant (the parents of the variant rows), by fine-tuned cell."""
+    return {finetune_key(r): r for r in rows if is_ok(r) and not is_reference(r) and not is_pruned(r)}
 
 
 def pruning_pattern(row: Mapping[str, Any]) -> str:
@@ -455,15 +460,15 @@ def pruning_impact(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     interval.
     """
     ok = [row for row in rows if is_ok(row)]
-    parents = {_cell_key(r): r for r in ok if not is_reference(r) and not is_pruned(r)}
-    bases = {_cell_key(r)[:2]: r for r in ok if is_reference(r)}
+    parents = parents_by_cell(ok)
+    bases = {finetune_key(r)[:2]: r for r in ok if is_reference(r)}
     entries = []
     for row in ok:
         rho = to_float(row.get("rho"))
         if not is_pruned(row) or rho is None:
             continue
         strict = has_uncertainty(row)
-        parent, base = parents.get(_cell_key(row)), bases.get(_cell_key(row)[:2])
+        parent, base = parents.get(finetune_key(row)), bases.get(finetune_key(row)[:2])
         vs_base = vs_parent = None
         if strict:
             vs_base = _change(to_float(row["delta_rho"]) or 0.0, to_float(row["delta_rho_lo"]),
@@ -571,14 +576,14 @@ def early_exit_curves(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     """Per fine-tuned cell and exit setting (confidence measure, heads), its early-exit cells by threshold: ρ and
     energy per query at each, with the parent's (full depth) beside them."""
     ok = [r for r in rows if is_ok(r)]
-    parents = {_cell_key(r): r for r in ok if not is_reference(r) and not is_pruned(r)}
+    parents = parents_by_cell(ok)
     curves: dict[tuple[str, ...], dict[str, Any]] = {}
     for row in ok:
         threshold = to_float(row.get("exit_threshold"))
         if threshold is None:
             continue
-        key = (*_cell_key(row), str(row.get("exit_measure", "")), str(row.get("exit_heads", "")))
-        parent = parents.get(_cell_key(row), {})
+        key = (*finetune_key(row), str(row.get("exit_measure", "")), str(row.get("exit_heads", "")))
+        parent = parents.get(finetune_key(row), {})
         curve = curves.setdefault(key, {
             "dataset": key[0], "model": key[1], "label": f"{cell_label(parent or row)} · {key[5]}, {key[6]} heads",
             "bits": key[2], "points": [], "parent_rho": to_float(parent.get("rho")),

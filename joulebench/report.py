@@ -932,13 +932,12 @@ def _variant_rows(rows: Sequence[Mapping[str, str]], keep: Callable[[Mapping[str
     """Evaluated variant rows `keep` picks, each beside its parent (the same fine-tuned cell, unpruned, as trained),
     with Δρ against it and the energy and speed comparison the cell's own rounds paired with it."""
     with_model = charts.needs_model_prefix(rows)
-    parents = {charts._cell_key(r): r for r in rows
-               if charts.is_ok(r) and not charts.is_reference(r) and not charts.is_pruned(r)}  # fmt: skip
+    parents = charts.parents_by_cell(rows)
     view = []
     for row in rows:
         if not charts.is_ok(row) or not keep(row):
             continue
-        parent = parents.get(charts._cell_key(row), {})
+        parent = parents.get(charts.finetune_key(row), {})
         view.append({
             **_decorate(row, with_model, 0),
             "parent_label": charts.cell_label(parent, with_model) if parent else "",
