@@ -942,8 +942,7 @@ def _variant_rows(rows: Sequence[Mapping[str, str]], keep: Callable[[Mapping[str
             **_decorate(row, with_model, 0),
             "parent_label": charts.cell_label(parent, with_model) if parent else "",
             "parent_form": parent.get("model_form", ""), "parent_rho": parent.get("rho", ""),
-            "parent_size_mb": parent.get("model_size_mb", ""), "parent_wh_per_query": parent.get("wh_per_query", ""),
-            "delta_parent": _parent_delta_rho(row),
+            "parent_size_mb": parent.get("model_size_mb", ""), "delta_parent": _parent_delta_rho(row),
         })  # fmt: skip
     return view
 

@@ -150,8 +150,9 @@ def served_sparsity(model: Any, step: str) -> PruneReport:
     zeros = total = 0
     for name, module in masked_linears(model):
         weight = effective_weight(module)
-        layers[name] = float((weight == 0).sum()) / weight.numel()
-        zeros += int((weight == 0).sum())
+        layer_zeros = int((weight == 0).sum())
+        layers[name] = layer_zeros / weight.numel()
+        zeros += layer_zeros
         total += weight.numel()
     achieved = zeros / total if total else 0.0
     return PruneReport("none", "none", 0.0, achieved, layers, [MaskCheck(step, achieved, 0, 0, layers)])
