@@ -272,6 +272,10 @@ class Merge:
 
     @classmethod
     def from_config(cls, entry: Any) -> Merge:
+        if isinstance(entry, dict):
+            if extra := sorted(set(entry) - {"form"}):
+                raise ValueError(f"unknown key {', '.join(extra)}; a merge entry has form, bits and epochs")
+            entry = entry.get("form")
         if entry not in MERGE_FORMS:
             raise ValueError(f"unknown merge form {entry!r}; known: {', '.join(MERGE_FORMS)}")
         return cls(str(entry))
@@ -317,62 +321,135 @@ class EvalCell:
         return f"{RESULTS}/eval/{self.dataset}/{self.model}/{self.training}/b{self.bits}-e{self.epochs}-{self.pruning}"
 
 
+GRID_AXES = ("bits", "epochs")
+
+
+@dataclass(frozen=True)
+class CellSubset:
+    """The (bits, epochs) cells a training variant, pruning setting, early exit or merge form applies to: the entry's
+    own `bits` and `epochs` lists, each a subset of the grid's; a list not given means all of the grid's values."""
+
+    bits: frozenset[int] | None = None
+    epochs: frozenset[int] | None = None
+
+    def covers(self, bits: int, epochs: int) -> bool:
+        return (self.bits is None or bits in self.bits) and (self.epochs is None or epochs in self.epochs)
+
+    @classmethod
+    def split(cls, entry: Any, config: dict[str, Any]) -> tuple[CellSubset, Any]:
+        """The subset an entry names, and the entry without `bits` and `epochs`."""
+        if not isinstance(entry, dict) or not set(GRID_AXES) & set(entry):
+            return cls(), entry
+        chosen: dict[str, frozenset[int]] = {}
+        for axis in GRID_AXES:
+            if axis not in entry:
+                continue
+            values = entry[axis]
+            grid = {int(value) for value in config[axis]}
+            if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
+                raise ValueError(f"{axis} must be a non-empty list of the grid's {axis} {sorted(grid)}, got {values!r}")
+            if outside := sorted(set(values) - grid):
+                raise ValueError(f"{axis} {outside} not in the grid's {axis} {sorted(grid)}")
+            chosen[axis] = frozenset(values)
+        return cls(**chosen), {key: value for key, value in entry.items() if key not in GRID_AXES}
+
+
 def training_variants(config: dict[str, Any]) -> dict[str, TrainVariant]:
-    """The training variants every (bits, epochs) cell is fine-tuned in; by default one, `32-true` and dense."""
-    return _settings_by_id(config.get("training_variants") or [{}], "training_variants",
-                           lambda entry: [TrainVariant.from_config(entry)])
+    """The training variants the (bits, epochs) cells are fine-tuned in (each in its entry's `bits` and `epochs`,
+    by default every cell); by default one, `32-true` and dense."""
+    return _settings_by_id(_training_entries(config), "training_variants", _training_variant, config)
 
 
 def early_exit_settings(config: dict[str, Any]) -> dict[str, EarlyExit]:
     """Early-exit decodings applied, like the pruning settings, to the cells selected for pruning: one per
     threshold of each entry."""
-    return _settings_by_id(config.get("early_exit") or [], "early_exit", EarlyExit.expand)
+    return _settings_by_id(config.get("early_exit") or [], "early_exit", EarlyExit.expand, config)
 
 
 def merge_settings(config: dict[str, Any]) -> dict[str, Merge]:
     """The deployment forms every dense-trained 4/8-bit cell is also evaluated in (`merge`), beside its adapter
     unmerged on the quantized base."""
-    return _settings_by_id(config.get("merge") or [], "merge", lambda entry: [Merge.from_config(entry)])
-
-
-Setting = TypeVar("Setting", TrainVariant, EarlyExit, Merge)
-
-
-def _settings_by_id(
-    entries: list[Any], key: str, parse: Callable[[Any], list[Setting]]
-) -> dict[str, Setting]:
-    """The config list `key` parsed entry by entry (an entry may give several settings), keyed by id; a ValueError
-    names the entry at fault."""
-    settings: dict[str, Setting] = {}
-    for index, entry in enumerate(entries):
-        try:
-            parsed = parse(entry)
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{key}[{index}]: {error}") from None
-        for setting in parsed:
-            if setting.id in settings:
-                raise ValueError(f"{key}[{index}]: {setting.label!r} is listed twice")
-            settings[setting.id] = setting
-    return settings
+    return _settings_by_id(config.get("merge") or [], "merge", _merge_form, config)
 
 
 def pruning_settings(config: dict[str, Any]) -> dict[str, Pruning]:
     """The pruning settings applied to the selected fine-tuned cells (the unpruned cell is always evaluated)."""
-    settings: dict[str, Pruning] = {}
-    for index, entry in enumerate(config["pruning"]["methods"]):
-        pruning = pruning_setting(index, entry, settings)
-        settings[pruning.id] = pruning
-    return settings
+    return _settings_by_id(config["pruning"]["methods"], "pruning.methods", _pruning, config)
+
+
+def cell_subsets(config: dict[str, Any]) -> dict[str, dict[str, CellSubset]]:
+    """Per kind (`training`, `post_training`, `merge`), each setting's id → the cells it applies to."""
+    return {
+        "training": _subsets_by_id(_training_entries(config), "training_variants", _training_variant, config),
+        "post_training": {
+            **_subsets_by_id(config["pruning"]["methods"], "pruning.methods", _pruning, config),
+            **_subsets_by_id(config.get("early_exit") or [], "early_exit", EarlyExit.expand, config),
+        },
+        "merge": _subsets_by_id(config.get("merge") or [], "merge", _merge_form, config),
+    }
+
+
+def _training_entries(config: dict[str, Any]) -> list[Any]:
+    return config.get("training_variants") or [{}]
+
+
+def _training_variant(entry: Any) -> list[TrainVariant]:
+    return [TrainVariant.from_config(entry)]
+
+
+def _merge_form(entry: Any) -> list[Merge]:
+    return [Merge.from_config(entry)]
+
+
+def _pruning(entry: Any) -> list[Pruning]:
+    pruning = Pruning.from_config(entry)
+    if pruning.method == "none":
+        raise ValueError("'none' is implied, every fine-tuned cell is also run unpruned")
+    return [pruning]
+
+
+Setting = TypeVar("Setting", TrainVariant, EarlyExit, Merge, Pruning)
+
+
+def _parsed(
+    entries: list[Any], key: str, parse: Callable[[Any], list[Setting]], config: dict[str, Any]
+) -> list[tuple[Setting, CellSubset]]:
+    """The config list `key` parsed entry by entry (an entry may give several settings), each setting with the cells
+    its entry names; a ValueError names the entry at fault."""
+    parsed: list[tuple[Setting, CellSubset]] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        try:
+            subset, rest = CellSubset.split(entry, config)
+            settings = parse(rest)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{key}[{index}]: {error}") from None
+        for setting in settings:
+            if setting.id in seen:
+                raise ValueError(f"{key}[{index}]: {setting.label!r} is listed twice")
+            seen.add(setting.id)
+            parsed.append((setting, subset))
+    return parsed
+
+
+def _settings_by_id(
+    entries: list[Any], key: str, parse: Callable[[Any], list[Setting]], config: dict[str, Any]
+) -> dict[str, Setting]:
+    return {setting.id: setting for setting, _ in _parsed(entries, key, parse, config)}
+
+
+def _subsets_by_id(
+    entries: list[Any], key: str, parse: Callable[[Any], list[Setting]], config: dict[str, Any]
+) -> dict[str, CellSubset]:
+    return {setting.id: subset for setting, subset in _parsed(entries, key, parse, config)}
 
 
 def pruning_setting(index: int, entry: dict[str, Any], earlier: dict[str, Pruning]) -> Pruning:
     """Entry `index` of `pruning.methods`, given the settings of the entries before it; a ValueError names it."""
     try:
-        pruning = Pruning.from_config(entry)
+        pruning = _pruning({key: value for key, value in entry.items() if key not in GRID_AXES})[0]
     except (KeyError, ValueError) as error:
         raise ValueError(f"pruning.methods[{index}]: {error}") from None
-    if pruning.method == "none":
-        raise ValueError(f"pruning.methods[{index}]: 'none' is implied, every fine-tuned cell is also run unpruned")
     if pruning.id in earlier:
         raise ValueError(f"pruning.methods[{index}]: {pruning.label!r} is listed twice")
     return pruning
@@ -394,6 +471,7 @@ def training_for(config: dict[str, Any], bits: int, epochs: int) -> dict[str, An
 
 
 def finetune_cells(config: dict[str, Any]) -> list[FinetuneCell]:
+    subsets = cell_subsets(config)["training"]
     return [
         FinetuneCell(dataset, model, int(bits), int(epochs), training)
         for dataset in config["datasets"]
@@ -401,6 +479,7 @@ def finetune_cells(config: dict[str, Any]) -> list[FinetuneCell]:
         for training in training_variants(config)
         for bits in config["bits"]
         for epochs in config["epochs"]
+        if subsets[training].covers(int(bits), int(epochs))
     ]
 
 
@@ -428,21 +507,24 @@ def post_training_variants(config: dict[str, Any]) -> list[str]:
 def merged_cells(config: dict[str, Any]) -> list[EvalCell]:
     """Every dense-trained 4/8-bit fine-tuned cell in each `merge` form. A sparse-trained cell is served merged
     already (its masks hold for the merged weights), so it has no unmerged form to compare with."""
-    variants = training_variants(config)
+    variants, subsets = training_variants(config), cell_subsets(config)["merge"]
     return [
         EvalCell(cell.dataset, cell.model, cell.bits, cell.epochs, merge, cell.training)
         for cell in finetune_cells(config)
         if cell.bits in (4, 8) and variants[cell.training].sparsity.method == "dense"
         for merge in merge_settings(config)
+        if subsets[merge].covers(cell.bits, cell.epochs)
     ]
 
 
 def pruned_cells(config: dict[str, Any], selected: list[FinetuneCell]) -> list[EvalCell]:
-    """Every pruning setting and early-exit decoding applied to each selected fine-tuned cell."""
+    """Every pruning setting and early-exit decoding applied to each selected fine-tuned cell its entry covers."""
+    subsets = cell_subsets(config)["post_training"]
     return [
         EvalCell(cell.dataset, cell.model, cell.bits, cell.epochs, variant, cell.training)
         for cell in selected
         for variant in post_training_variants(config)
+        if subsets[variant].covers(cell.bits, cell.epochs)
     ]
 
 

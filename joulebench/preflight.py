@@ -636,14 +636,14 @@ def technique_problems(config: Mapping[str, Any], dims: Mapping[str, Mapping[str
         early_exit_settings(config)
     except ValueError as error:
         return [*problems, " ".join(str(error).split())]
-    from joulebench.cells import EarlyExit
+    from joulebench.cells import CellSubset, EarlyExit
     from joulebench.early_exit import CONFIDENCE_MEASURES, EXIT_HEADS
 
     pruning: dict[str, Any] = {}
     with contextlib.suppress(KeyError, TypeError, ValueError):  # the pruning entries' own problems are reported above
         pruning = pruning_settings(config)
     for index, entry in enumerate(config.get("early_exit") or []):
-        expanded = EarlyExit.expand(entry)
+        expanded = EarlyExit.expand(CellSubset.split(entry, config)[1])
         setting = expanded[0]  # the entry's thresholds share everything checked below
         if clash := [s.id for s in expanded if s.id in pruning]:
             problems.append(f"early_exit[{index}]: its name {clash[0]!r} is also a pruning setting's")
