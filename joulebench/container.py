@@ -59,19 +59,19 @@ def identity(reference: str | None, workdir: Path) -> dict[str, str] | None:
 
 
 def sha256(path: Path, cache: Path | None = None) -> str:
-    """The file's sha256, remembered in `cache` under its resolved path, size and modification time."""
+    """The file's sha256, remembered in `cache` under its resolved path with its size and modification time."""
     path = path.resolve()
     stat = path.stat()
-    key = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    seen = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     known = _remembered(cache) if cache is not None else {}
-    if isinstance(known.get(key), str):
-        return known[key]
+    entry = known.get(str(path))
+    if isinstance(entry, dict) and {k: entry.get(k) for k in seen} == seen and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
     with path.open("rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     if cache is not None:
-        kept = {k: v for k, v in known.items() if not k.startswith(f"{path}\0")}  # the file's older versions go
         with contextlib.suppress(OSError):  # a read-only working directory just hashes again next time
-            atomic_write_json(cache, {**kept, key: digest})
+            atomic_write_json(cache, {**known, str(path): {**seen, "sha256": digest}})
     return digest
 
 
