@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from joulebench import container
+from joulebench import images
 from joulebench.io import atomic_write_json
 
 _job_started = time.time()
@@ -163,7 +163,7 @@ def failures_recorded(record: str, cell: dict[str, Any], placeholders: Callable[
             "status": "failed",
             "error": failure["error"],
             "failure": failure,
-            "provenance": {**software_and_hardware(), **container.provenance(_image), **job_times()},
+            "provenance": {**software_and_hardware(), **images.provenance(_image), **job_times()},
         })  # fmt: skip
 
 
@@ -294,7 +294,7 @@ def provenance(monitor: Any, energy: dict[str, Any], span: Any = None) -> dict[s
     details = measurement(monitor, EnergySettings.from_config(energy))
     if span is not None:
         details["exclusive"] = {**span.to_dict(), "held_until_utc": time.time()}
-    return {**software_and_hardware(), **container.provenance(_image), "measurement": details, **job_times()}
+    return {**software_and_hardware(), **images.provenance(_image), "measurement": details, **job_times()}
 
 
 def job_times() -> dict[str, Any]:
@@ -795,7 +795,7 @@ def run_info(run: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         info.update(started=run["first_job_started"], duration_s=round(finished - started, 1))
     if "job_seconds" in run:
         info["job_seconds"] = round(run["job_seconds"], 1)
-    image = container.provenance(_image).get("container", {})
+    image = images.provenance(_image).get("container", {})
     if image:
         info["container_image"] = image.get("image") or image["apptainer_container"]
     if "sha256" in image:

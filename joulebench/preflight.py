@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from joulebench import container
+from joulebench import images
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 PREFIX = "joulebench: config error: "
@@ -298,14 +298,14 @@ def container_problems(reference: str | None, workdir: Path, apptainer: bool) ->
                 f"an image and none is configured; {GET_AN_IMAGE} (without --use-singularity the jobs run on the "
                 "host)"]  # fmt: skip
     problems = []
-    if container.is_local(reference):
-        path = container.local_path(reference, workdir.expanduser().resolve())
+    if images.is_local(reference):
+        path = images.local_path(reference, workdir.expanduser().resolve())
         if not path.is_file():
             found = "is a folder" if path.is_dir() else "does not exist"
             problems.append(f"container: {reference} is not an image file ({path} {found}); {GET_AN_IMAGE}")
-    if container.apptainer() is None:
+    if images.apptainer() is None:
         problems.append(f"container: {reference} needs the apptainer executable (or singularity) to run the jobs "
-                        f"with --use-singularity, and neither is on PATH; install Apptainer ({container.INSTALL_URL}) "
+                        f"with --use-singularity, and neither is on PATH; install Apptainer ({images.INSTALL_URL}) "
                         "or run without --use-singularity (the jobs then run on the host)")  # fmt: skip
     return problems
 

@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -9,7 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from joulebench import cells as grid
-from joulebench import container, preflight
+from joulebench import images, preflight
 from joulebench.codedeps import job_code
 from joulebench.jobs import package_versions
 from joulebench.rank import RankingSettings
@@ -32,7 +33,7 @@ POST_TRAINING = grid.post_training_variants(config)
 FINETUNE_CELLS = grid.finetune_cells(config)
 UNPRUNED_CELLS = grid.unpruned_cells(config)
 MERGED_CELLS = grid.merged_cells(config)
-CONTAINER = container.for_rules(config.get("container"), Path.cwd())
+CONTAINER = images.for_rules(config.get("container"), Path.cwd())
 
 
 def canonical(value):
@@ -46,7 +47,9 @@ def code(job):
 
 
 # The image as every job's provenance names it (a .sif's sha256 is computed here, once per start); null on the host.
-IMAGE = canonical(container.identity(CONTAINER, Path.cwd()) if APPTAINER else None)
+IMAGE = canonical(images.identity(CONTAINER, Path.cwd()) if APPTAINER else None)
+if APPTAINER:
+    images.code_importable(workflow.basedir, os.environ)
 # Versions the cached cells' results depend on (a container or conda env adds its own hash on top).
 SOFTWARE = canonical(package_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate", "tokenizers",
                                        "codecarbon", "nltk", "rouge-score", "bert-score", "sentence-transformers")))

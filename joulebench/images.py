@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,14 @@ def for_rules(reference: str | None, workdir: Path) -> str | None:
     if reference is None or not is_local(reference):
         return reference
     return str(local_path(reference, workdir))
+
+
+def code_importable(basedir: str, environ: MutableMapping[str, str]) -> None:
+    """Put the checkout first on PYTHONPATH: the image holds the locked environment, not the workflow's code, and
+    Snakemake puts only scripts/ on a job's path. Apptainer passes the host's environment into the job, and mounts the
+    working directory (the checkout, when run from it; bind it with --apptainer-args "--bind <checkout>" otherwise)."""
+    paths = [basedir, *(p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != basedir)]
+    environ["PYTHONPATH"] = os.pathsep.join(paths)
 
 
 def identity(reference: str | None, workdir: Path) -> dict[str, str] | None:
