@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.joulebench-installed
 CORES ?= all
 
-.PHONY: report test test-fast test-slurm lint bench clean setup gpu-check gpu-wheels
+.PHONY: report test test-fast test-slurm lint bench clean setup gpu-check gpu-wheels image
 
 setup: $(STAMP)
 
@@ -54,6 +54,22 @@ gpu-wheels:
 	@du -cb $(GPU_WHEELS)/*.whl | tail -n 1 | awk '{ if ($$1 > $(GPU_WHEEL_LIMIT)) { print "gpu-wheels: " $$1 \
 		" bytes in $(GPU_WHEELS)/, over the $(GPU_WHEEL_LIMIT) a device call can carry"; exit 1 } \
 		else print "gpu-wheels: " $$1 " bytes in $(GPU_WHEELS)/" }'
+
+# The jobs' image (README: "Containers"), built with Apptainer (or Singularity) where it is installed: `make image`, or
+# `make image IMAGE_DEF=containers/joulebench-cpu.def` for the CPU image; `IMAGE_ARGS=--fakeroot` where root is needed.
+# Built beside, then renamed, so a failed build leaves no half-written image. Without Apptainer: one line, exit 2.
+IMAGE ?= joulebench.sif
+IMAGE_DEF ?= containers/joulebench.def
+IMAGE_ARGS ?=
+APPTAINER_BIN = $(firstword $(shell command -v apptainer singularity))
+
+image:
+	$(if $(APPTAINER_BIN),,$(error make image: no apptainer (or singularity) on PATH, so $(IMAGE) cannot be built \
+		here; install Apptainer (https://apptainer.org/docs/admin/main/installation.html) or build on a machine \
+		that has it, then set `container: $(IMAGE)` in the config))
+	$(APPTAINER_BIN) build --force $(IMAGE_ARGS) $(IMAGE).part $(IMAGE_DEF) || { rm -f $(IMAGE).part; exit 1; }
+	mv -f $(IMAGE).part $(IMAGE)
+	@echo "image: $(IMAGE) (set container: $(IMAGE) and run snakemake --cores all --use-singularity)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

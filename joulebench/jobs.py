@@ -16,9 +16,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from joulebench import images
 from joulebench.io import atomic_write_json
 
 _job_started = time.time()
+_image: dict[str, str] | None = None  # the workflow's image identity (rules/common.smk: IMAGE), from job_context
 
 
 def utc(timestamp: float) -> str:
@@ -26,9 +28,10 @@ def utc(timestamp: float) -> str:
 
 
 @contextlib.contextmanager
-def job_context(log: str | Path, threads: int, gpus: int = 0) -> Iterator[None]:
+def job_context(log: str | Path, threads: int, gpus: int = 0, image: str | None = None) -> Iterator[None]:
     """Send the job's output (progress bars included) to its log, pin its threads, give it a GPU of its own (on a
-    multi-GPU server without a scheduler), forbid the network."""
+    multi-GPU server without a scheduler), forbid the network. `image`: the rule's `image` param (the workflow's
+    container identity as JSON, null on the host), which the job's provenance records."""
     from joulebench.gpu_slots import claim_gpu, pin_device_order
 
     pin_device_order()  # CUDA numbers the GPUs as NVML does (PCI bus order), before CUDA starts
@@ -38,8 +41,9 @@ def job_context(log: str | Path, threads: int, gpus: int = 0) -> Iterator[None]:
 
     from joulebench.models import offline_environment
 
-    global _job_started
+    global _job_started, _image
     _job_started = time.time()
+    _image = json.loads(image) if image else None
     offline_environment()
     torch.set_num_threads(max(1, int(threads)))
     Path(log).parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +163,7 @@ def failures_recorded(record: str, cell: dict[str, Any], placeholders: Callable[
             "status": "failed",
             "error": failure["error"],
             "failure": failure,
-            "provenance": {**software_and_hardware(), **job_times()},
+            "provenance": {**software_and_hardware(), **images.provenance(_image), **job_times()},
         })  # fmt: skip
 
 
@@ -290,7 +294,7 @@ def provenance(monitor: Any, energy: dict[str, Any], span: Any = None) -> dict[s
     details = measurement(monitor, EnergySettings.from_config(energy))
     if span is not None:
         details["exclusive"] = {**span.to_dict(), "held_until_utc": time.time()}
-    return {**software_and_hardware(), "measurement": details, **job_times()}
+    return {**software_and_hardware(), **images.provenance(_image), "measurement": details, **job_times()}
 
 
 def job_times() -> dict[str, Any]:
@@ -791,9 +795,11 @@ def run_info(run: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         info.update(started=run["first_job_started"], duration_s=round(finished - started, 1))
     if "job_seconds" in run:
         info["job_seconds"] = round(run["job_seconds"], 1)
-    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    image = images.provenance(_image).get("container", {})
     if image:
-        info["container_image"] = image
+        info["container_image"] = image.get("image") or image["apptainer_container"]
+    if "sha256" in image:
+        info["container_digest"] = f"sha256:{image['sha256']}"
     if "meters" in run:
         info["meters"] = {component: ", ".join(sources) for component, sources in run["meters"].items()}
     for key in ("grid_intensity_g_per_kwh", "pue", "tracking_mode"):

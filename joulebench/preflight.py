@@ -13,6 +13,8 @@ when the Snakefile is parsed (rules/common.smk) and stops, before any job or out
   empty required values and malformed lines are named by row or line), and train and test each get an example.
 - Models: a local folder, or the Hugging Face cache entry of a hub id (the hub is never contacted), holds
   config.json, weights and tokenizer files; a model that ships its own code needs `trust_remote_code: true`.
+- The image, under Apptainer deployment (--use-singularity): `container` names one (a `.sif` file that exists, or a
+  reference), and the apptainer (or singularity) executable is on PATH.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+
+from joulebench import images
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 PREFIX = "joulebench: config error: "
@@ -54,17 +58,19 @@ class ConfigProblems(Exception):
 
 
 def require_valid(config: Mapping[str, Any], workdir: str | os.PathLike[str], schema: str | os.PathLike[str] = SCHEMA,
-                  environ: Mapping[str, str] | None = None) -> None:  # fmt: skip
+                  environ: Mapping[str, str] | None = None, apptainer: bool = False) -> None:  # fmt: skip
     """Raise ConfigProblems unless `check` finds nothing."""
-    problems = check(config, workdir, schema, environ)
+    problems = check(config, workdir, schema, environ, apptainer)
     if problems:
         raise ConfigProblems(problems)
 
 
 def exit_on_problems(config: Mapping[str, Any], workdir: str | os.PathLike[str],
-                     schema: str | os.PathLike[str] = SCHEMA, stream: TextIO | None = None) -> None:  # fmt: skip
-    """For the Snakefile: print each problem as one line and exit with status 1 (a SystemExit, so no traceback)."""
-    problems = check(config, workdir, schema)
+                     schema: str | os.PathLike[str] = SCHEMA, stream: TextIO | None = None,
+                     apptainer: bool = False) -> None:  # fmt: skip
+    """For the Snakefile: print each problem as one line and exit with status 1 (a SystemExit, so no traceback).
+    `apptainer`: Snakemake runs the jobs under Apptainer (--use-singularity)."""
+    problems = check(config, workdir, schema, apptainer=apptainer)
     if problems:
         out = stream or sys.stderr
         for problem in problems:
@@ -74,9 +80,9 @@ def exit_on_problems(config: Mapping[str, Any], workdir: str | os.PathLike[str],
 
 
 def check(config: Mapping[str, Any], workdir: str | os.PathLike[str], schema: str | os.PathLike[str] = SCHEMA,
-          environ: Mapping[str, str] | None = None) -> list[str]:  # fmt: skip
+          environ: Mapping[str, str] | None = None, apptainer: bool = False) -> list[str]:  # fmt: skip
     """Every problem with `config` run from `workdir`; [] when it can run. `environ` (default os.environ) gives the
-    Hugging Face cache variables."""
+    Hugging Face cache variables; `apptainer`: the jobs are to run under Apptainer (--use-singularity)."""
     found = schema_problems(config, Path(schema))
     bad = [key for key, _ in found]
 
@@ -85,6 +91,8 @@ def check(config: Mapping[str, Any], workdir: str | os.PathLike[str], schema: st
         return not any(b[: len(key)] == key or key[: len(b)] == b for b in bad)
 
     problems = [message for _, message in found]
+    if ok("container"):
+        problems += container_problems(config.get("container"), Path(workdir), apptainer)
     places = Places.of(config, Path(workdir), ok, problems)
     cache = HubCache.of(os.environ if environ is None else environ)
     dims: dict[str, dict[str, Any]] = {}  # each model's architecture, where known: for N:M and LoRA checks
@@ -271,6 +279,35 @@ def show(value: Any) -> str:
 
 def listed(values: Iterable[Any]) -> str:
     return ", ".join("null" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for v in values)
+
+
+# --- the image -----------------------------------------------------------------------------------------------------
+
+GET_AN_IMAGE = ("build one with `make image` and set container: joulebench.sif, or set container: to a .sif file or a "
+                "docker://…@sha256:<64 hex> reference")  # fmt: skip
+
+
+def container_problems(reference: str | None, workdir: Path, apptainer: bool) -> list[str]:
+    """Under Apptainer deployment: an image is configured, a `.sif` exists, the executable is on PATH. (Snakemake
+    itself would run the jobs on the host without an image, and stop with a traceback without Apptainer.) Without
+    it the image is not used, so not looked at."""
+    if not apptainer:
+        return []
+    if reference is None:
+        return [f"container: null, but --use-singularity (--software-deployment-method apptainer) runs every job in "
+                f"an image and none is configured; {GET_AN_IMAGE} (without --use-singularity the jobs run on the "
+                "host)"]  # fmt: skip
+    problems = []
+    if images.is_local(reference):
+        path = images.local_path(reference, workdir.expanduser().resolve())
+        if not path.is_file():
+            found = "is a folder" if path.is_dir() else "does not exist"
+            problems.append(f"container: {reference} is not an image file ({path} {found}); {GET_AN_IMAGE}")
+    if images.apptainer() is None:
+        problems.append(f"container: {reference} needs the apptainer executable (or singularity) to run the jobs "
+                        f"with --use-singularity, and neither is on PATH; install Apptainer ({images.INSTALL_URL}) "
+                        "or run without --use-singularity (the jobs then run on the host)")  # fmt: skip
+    return problems
 
 
 # --- paths --------------------------------------------------------------------------------------------------------

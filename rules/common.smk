@@ -1,14 +1,16 @@
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 
 from joulebench import cells as grid
-from joulebench import preflight
+from joulebench import images, preflight
 from joulebench.codedeps import job_code
 from joulebench.jobs import package_versions
 from joulebench.rank import RankingSettings
@@ -16,8 +18,11 @@ from joulebench.rank import RankingSettings
 
 # Checks before anything runs (joulebench/preflight.py): the config, its datasets, models and paths, from the working
 # directory (--directory). Each problem is one line on stderr, then exit status 1 (a SystemExit: no traceback), before
-# any job or output folder exists. Snakemake's validate then only fills in the schema's defaults.
-preflight.exit_on_problems(config, Path.cwd(), Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+# any job or output folder exists. Snakemake's validate then only fills in the schema's defaults. Under Apptainer
+# (--use-singularity, --sdm apptainer) the config must name an image and the executable must exist, dry runs included.
+APPTAINER = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+preflight.exit_on_problems(config, Path.cwd(), Path(workflow.basedir) / "schemas" / "config.schema.yaml",
+                           apptainer=APPTAINER)  # fmt: skip
 validate(config, schema="../schemas/config.schema.yaml")
 
 TRAINING = grid.training_variants(config)
@@ -28,7 +33,7 @@ POST_TRAINING = grid.post_training_variants(config)
 FINETUNE_CELLS = grid.finetune_cells(config)
 UNPRUNED_CELLS = grid.unpruned_cells(config)
 MERGED_CELLS = grid.merged_cells(config)
-CONTAINER = config.get("container", None)
+CONTAINER = images.for_rules(config.get("container"), Path.cwd())
 
 
 def canonical(value):
@@ -41,6 +46,10 @@ def code(job):
     return job_code(job, Path(workflow.basedir))
 
 
+# The image as every job's provenance names it (a .sif's sha256 is computed here, once per start); null on the host.
+IMAGE = canonical(images.identity(CONTAINER, Path.cwd()) if APPTAINER else None)
+if APPTAINER:
+    images.code_importable(workflow.basedir, os.environ)
 # Versions the cached cells' results depend on (a container or conda env adds its own hash on top).
 SOFTWARE = canonical(package_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate", "tokenizers",
                                        "codecarbon", "nltk", "rouge-score", "bert-score", "sentence-transformers")))

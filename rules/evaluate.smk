@@ -23,6 +23,7 @@ rule evaluate:
         calibration=canonical(config["pruning"].get("calibration", {})),
         sparse_kernels=canonical(config["pruning"].get("sparse_kernels", True)),
         software=SOFTWARE,
+        image=IMAGE,
     cache: True
     threads: MEASURED_THREADS
     resources:
@@ -100,6 +101,7 @@ rule probe_reference:
         generation=canonical(config["generation"]),
         energy=ENERGY,
         software=SOFTWARE,
+        image=IMAGE,
     threads: MEASURED_THREADS
     resources:
         energy_window=ENERGY_WINDOW,
@@ -130,6 +132,7 @@ rule finalists:
     params:
         config=lambda w: canonical({key: config[key] for key in config if key != "datasets"}),
         software=SOFTWARE,
+        image=IMAGE,
     threads: MEASURED_THREADS
     resources:
         energy_window=ENERGY_WINDOW,

@@ -13,6 +13,7 @@ rule finetune:
         variant=variant_param,
         energy=ENERGY,
         software=SOFTWARE,
+        image=IMAGE,
         checkpoint=lambda w: canonical(f"checkpoints/{w.dataset}/{w.model}/{w.training}/b{w.bits}-e{w.epochs}.pt"),
     cache: True
     threads: MEASURED_THREADS

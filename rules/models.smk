@@ -9,6 +9,7 @@ rule embedded_model:
         model=model_param,
         energy=ENERGY,
         software=SOFTWARE,
+        image=IMAGE,
     cache: True
     threads: workflow.cores
     resources:

@@ -35,6 +35,7 @@ rule report:
         pdf="results/report.pdf",
     params:
         config=canonical(config),
+        image=IMAGE,
     log:
         "logs/report.log",
     conda:

@@ -1,7 +1,7 @@
 from joulebench.jobs import decoded, evaluate, job_context
 
 sm = snakemake  # noqa: F821
-with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
+with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0), image=sm.params.image):
     params = decoded(sm.params)
     evaluate(
         cell=params["cell"],

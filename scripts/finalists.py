@@ -1,7 +1,7 @@
 from joulebench.jobs import decoded, job_context, measure_finalists
 
 sm = snakemake  # noqa: F821
-with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0)):
+with job_context(sm.log[0], sm.threads, getattr(sm.resources, "gpu", 0), image=sm.params.image):
     measure_finalists(
         dataset=sm.wildcards.dataset,
         evaluations=list(sm.input.evaluations),
