@@ -263,7 +263,8 @@ def add_uncertainty(
     cell ranks first when the test items are resampled and, with `energy_floor` (a row's energy noise floor), each
     cell's energy redrawn within it: over all tuned cells (`p_first`) and over the unpruned ones that the top-k
     selection ranked (`finetune_p_first`). Cells without per-item scores are left without them; a
-    metric without a per-item value (a rescaled score whose floor could not be measured) gets no interval."""
+    metric with an item without a value (a rescaled score whose floor could not be measured, an empty answer's
+    BERTScore or cosine, an empty reference) gets no interval, and then neither does ρ: items are only paired whole."""
     from joulebench.rank import RHO_COLUMNS, cost
     from joulebench.uncertainty import CellSample, item_rho, paired_bootstrap, rank_stability
 
