@@ -18,7 +18,13 @@ from joulebench.classification import CentroidClassifier, classification_view
 from joulebench.data import Example
 from joulebench.energy import EnergyMonitor, EnergySettings
 from joulebench.finetune import TrainSettings
-from joulebench.metrics import MetricSettings, metric_signatures, quality_with_samples, sentence_embeddings
+from joulebench.metrics import (
+    MetricSettings,
+    answers_fingerprint,
+    metric_signatures,
+    quality_with_samples,
+    sentence_embeddings,
+)
 from joulebench.models import Precision
 from joulebench.noise import paired_ratio
 from joulebench.prune import CalibrationSettings, check_masks
@@ -182,11 +188,11 @@ def evaluate_cell(
     parent_comparison = {}
     if parent_passes := rounds.passes.get("parent"):
         cell_passes = rounds.passes["cell"]
-        parent_comparison = {
-            "energy": paired_ratio([p.j_per_token for p in cell_passes], [p.j_per_token for p in parent_passes]),
-            "speed": paired_ratio([p.tokens_per_s for p in cell_passes], [p.tokens_per_s for p in parent_passes]),
-        }
-        parent_comparison = {key: ratio.to_dict() for key, ratio in parent_comparison.items()}
+        for key, figure in (("energy", "j_per_token"), ("speed", "tokens_per_s")):
+            cell_values = [getattr(p, figure) for p in cell_passes]
+            parent_values = [getattr(p, figure) for p in parent_passes]
+            if None not in cell_values and None not in parent_values:  # a pass without tokens: not compared
+                parent_comparison[key] = paired_ratio(cell_values, parent_values).to_dict()
         parent_comparison.update(figures=pinned_figures(parent_passes), repeats=[asdict(p) for p in parent_passes])
     return EvalResult(
         quality=quality.scores,
@@ -223,7 +229,9 @@ def evaluate_cell(
         parent_comparison=parent_comparison,
         classification=class_view,
         early_exit=exits,
-        quality_info={"floors": quality.floors_dict(), "signatures": metric_signatures(metric_settings)},
+        quality_info={"floors": quality.floors_dict(), "signatures": metric_signatures(metric_settings),
+                      "skipped": quality.skipped, "unscored": quality.unscored,
+                      "answers": answers_fingerprint(answers.predictions)},  # fmt: skip
         predictions=answers.predictions,
         item_scores=quality.samples,
     )

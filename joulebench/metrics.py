@@ -17,14 +17,24 @@ so that a value can be set beside a published figure computed the same way:
   floor cannot be computed (fewer than 2 scored items) or 1 − b is ~0 (every random pair scores ~1), the rescaled
   values are None, never a number, and the `Floor` says why.
 
-Corpus values are the mean of the per-example values, except BLEU's. Raw values are in [0, 1]. A pair whose prediction
-or reference is blank scores 0 raw (rescaled: (0 − b) / (1 − b)), is never sent to a model, and takes no part in the
-floor. Values that may be None (the rescaled ones) are None in JSON too.
+No number from nothing. Raw values are in [0, 1]; a value that cannot be measured is None (None in JSON too), and
+`Quality.skipped` (column -> why its corpus value is None) and `Quality.unscored` (column -> the items without a value,
+and why) say so. Blank texts are never sent to a model and take no part in a floor:
+
+- a blank reference: nothing to score against, so that item has no value in any column;
+- a blank answer to a non-blank reference scores 0 in the overlap metrics (BLEU, ROUGE, METEOR: a measured 0, no
+  n-gram or word of the reference is in it) and has no value in the embedding metrics (BERTScore, cosine: an
+  embedding of no text measures nothing; it is not "orthogonal to the reference");
+- every answer blank: there is no text to score, so every column is None, corpus BLEU included.
+
+Corpus values are the mean of the per-example values that exist (None when none does), except BLEU's (corpus BLEU over
+the items with a reference).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -89,9 +99,16 @@ def _unit(value: float) -> float:
 
 
 def _mean(values: list[Value]) -> Value:
-    if any(value is None for value in values):
-        return None
-    return sum(values) / len(values)  # type: ignore[arg-type]
+    """The mean of the values that exist; None when none does (a mean of nothing is no number)."""
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present else None
+
+
+EMPTY_ANSWERS = "every answer is empty: there is no text to score"
+EMPTY_REFERENCES = "every reference is empty: there is nothing to score the answers against"
+NO_SCORED_PAIR = "no item has both a non-empty answer and a non-empty reference"
+BLANK_REFERENCE = "empty reference: nothing to score the answer against"
+BLANK_ANSWER = "empty answer: an embedding of no text is no measurement"
 
 
 def derangement(n: int, seed: int = FLOOR_SEED) -> list[int]:
@@ -147,11 +164,15 @@ class Floor:
 
 @dataclass(frozen=True)
 class Quality:
-    """Corpus values, per-example values and the floors of the rescaled columns (column -> Floor)."""
+    """Corpus values, per-example values and the floors of the rescaled columns (column -> Floor). `skipped`: column ->
+    why its corpus value is None; `unscored`: column -> {"items": how many items have no value, "of": all items,
+    "reasons": {reason: count}} for a column whose value is a mean over fewer items than the test set."""
 
     scores: Scores
     samples: SampleScores
     floors: dict[str, Floor] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    unscored: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def floors_dict(self) -> dict[str, dict[str, Any]]:
         """The floors as JSON-ready mappings: {column: {"value", "pairs", "method", "reason"}}."""
@@ -169,6 +190,7 @@ class Metric:
     signature: SignatureFn  # settings -> the string that says how the values were computed
     corpus: CorpusFn | None = None  # None: the mean of the per-example values
     rescaled: tuple[str, ...] = ()
+    empty_answer: float | None = 0.0  # an empty answer's value against a non-empty reference (None: no value)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -188,12 +210,13 @@ class Metric:
         """One model pass: the scored pairs and, for a rescaled metric, the deranged pairs of its floor together."""
         settings = settings or MetricSettings()
         check_pairs(predictions, references)
-        scored = [
-            i
-            for i, (pred, ref) in enumerate(zip(predictions, references, strict=True))
-            if pred.strip() and ref.strip()
-        ]
-        raw = {column: [0.0] * len(predictions) for column in self.raw_columns}
+        answered = [bool(pred.strip()) for pred in predictions]
+        referenced = [bool(ref.strip()) for ref in references]
+        scored = [i for i in range(len(predictions)) if answered[i] and referenced[i]]
+        blank: Value = self.empty_answer if any(answered) else None  # all blank: not even a measured 0
+        raw: dict[str, list[Value]] = {
+            column: [blank if has_reference else None for has_reference in referenced] for column in self.raw_columns
+        }
         preds, refs = [predictions[i] for i in scored], [references[i] for i in scored]
         random_refs = [refs[j] for j in derangement(len(scored))] if self.rescaled and len(scored) >= 2 else []
         floor_scores: dict[str, list[float]] = {column: [] for column in self.rescaled}
@@ -209,16 +232,39 @@ class Metric:
         samples: SampleScores = {}
         for column in self.raw_columns:
             if column in floors:
-                samples[column] = [floors[column].rescale(value) for value in raw[column]]
+                samples[column] = [None if value is None else floors[column].rescale(value) for value in raw[column]]
                 samples[column + RAW_SUFFIX] = list(raw[column])
             else:
                 samples[column] = list(raw[column])
         scores: Scores = {column: _mean(values) for column, values in samples.items()}
-        if self.corpus is not None:
-            scores.update(
-                {column: _unit(value) for column, value in self.corpus(predictions, references, settings).items()}
-            )
-        return Quality(scores, samples, floors)
+        kept = [i for i, has_reference in enumerate(referenced) if has_reference]
+        if self.corpus is not None and kept and any(answered):  # else its columns stay None, as per item
+            corpus = self.corpus([predictions[i] for i in kept], [references[i] for i in kept], settings)
+            scores.update({column: _unit(value) for column, value in corpus.items()})
+        skipped = {column: self._why_none(column, answered, referenced, floors) for column, value in scores.items()
+                   if value is None}  # fmt: skip
+        unscored = {column: _unscored(values, answered, referenced) for column, values in samples.items()
+                    if column not in skipped and any(value is None for value in values)}  # fmt: skip
+        return Quality(scores, samples, floors, skipped, unscored)
+
+    def _why_none(self, column: str, answered: list[bool], referenced: list[bool], floors: dict[str, Floor]) -> str:
+        if not any(answered):
+            return EMPTY_ANSWERS
+        if not any(referenced):
+            return EMPTY_REFERENCES
+        if column in floors and floors[column].reason is not None:
+            return floors[column].reason  # type: ignore[return-value]
+        return NO_SCORED_PAIR
+
+
+def _unscored(values: list[Value], answered: list[bool], referenced: list[bool]) -> dict[str, Any]:
+    """The items of a column without a value, counted by reason."""
+    reasons: dict[str, int] = {}
+    for value, has_answer, has_reference in zip(values, answered, referenced, strict=True):
+        if value is None:
+            reason = BLANK_ANSWER if has_reference and not has_answer else BLANK_REFERENCE
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {"items": sum(reasons.values()), "of": len(values), "reasons": reasons}
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -230,9 +276,10 @@ def _metric(
     signature: SignatureFn,
     corpus: CorpusFn | None = None,
     rescaled: tuple[str, ...] = (),
+    empty_answer: float | None = 0.0,
 ) -> Callable[[PerSampleFn], PerSampleFn]:
     def add(per_sample: PerSampleFn) -> PerSampleFn:
-        METRICS.register(name)(Metric(columns, per_sample, signature, corpus, rescaled))
+        METRICS.register(name)(Metric(columns, per_sample, signature, corpus, rescaled, empty_answer))
         return per_sample
 
     return add
@@ -375,6 +422,7 @@ def _bertscore_signature(settings: MetricSettings) -> str:
     ("bertscore_f1", "bertscore_precision", "bertscore_recall"),
     _bertscore_signature,
     rescaled=("bertscore_f1",),
+    empty_answer=None,
 )
 def _bertscore(predictions: list[str], references: list[str], settings: MetricSettings) -> RawSampleScores:
     scorer = _bert_scorer(embedding_model_path(settings), settings.bertscore_layers, settings.device)
@@ -462,7 +510,7 @@ def _cosine_signature(settings: MetricSettings) -> str:
     )
 
 
-@_metric("cosine", ("cosine",), _cosine_signature, rescaled=("cosine",))
+@_metric("cosine", ("cosine",), _cosine_signature, rescaled=("cosine",), empty_answer=None)
 def _cosine(predictions: list[str], references: list[str], settings: MetricSettings) -> RawSampleScores:
     # The floor's pairs repeat the same texts: the memo encodes each once.
     products = sentence_embeddings(predictions, settings) * sentence_embeddings(references, settings)
@@ -522,6 +570,8 @@ def quality_with_samples(
     scores: Scores = {}
     samples: SampleScores = {}
     floors: dict[str, Floor] = {}
+    skipped: dict[str, str] = {}
+    unscored: dict[str, dict[str, Any]] = {}
     for name, columns in _plan(names).items():
         result = METRICS.get(name).evaluate(predictions, references, settings)
         for column in columns:
@@ -530,7 +580,19 @@ def quality_with_samples(
             base = column.removesuffix(RAW_SUFFIX)
             if base in result.floors:
                 floors[base] = result.floors[base]
-    return Quality(_ordered(scores), _ordered(samples), floors)
+            if column in result.skipped:
+                skipped[column] = result.skipped[column]
+            if column in result.unscored:
+                unscored[column] = result.unscored[column]
+    return Quality(_ordered(scores), _ordered(samples), floors, _ordered(skipped), _ordered(unscored))
+
+
+def answers_fingerprint(predictions: list[str]) -> dict[str, Any]:
+    """What the report needs to tell answer lists apart without reading them: the sha256 of the list (in test order,
+    as JSON), how many answers there are, how many are empty and how many distinct."""
+    digest = hashlib.sha256(json.dumps(predictions, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return {"sha256": digest, "count": len(predictions), "empty": sum(not p.strip() for p in predictions),
+            "distinct": len(set(predictions))}  # fmt: skip
 
 
 def compute_quality(

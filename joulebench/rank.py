@@ -13,6 +13,10 @@ For every evaluated cell i of one dataset (the base model excluded, it is the re
 - ρ_i  = the mean of the quality metrics (`RHO_COLUMNS`): by default (`ranking.rho: rescaled`) BLEU (sacrebleu),
          ROUGE-1, ROUGE-2, ROUGE-L, METEOR, and BERTScore F1 and cosine similarity rescaled against their
          random-pair floor of the test set; `ranking.rho: plain` is the paper's plain mean of the raw values.
+         A metric without a value (joulebench.metrics: every answer empty, no floor, ...) is never replaced by 0 and
+         ρ is never a mean of the others: the cell has no ρ and is not ranked, and `rho_note` says why. A metric
+         whose mean covers fewer items than the test set (an empty answer has no embedding value) still counts; the
+         row's `quality_note` says over how many.
 - R_i  = w·φ_i/max_j φ_j + (1−w)·ρ_i/max_j ρ_j over the ranked cells j of that dataset: both terms are divided by
          their best value (1 for the best cell) and ratios between cells are preserved.
 Rank 1 is the highest R; ties share the better rank. The top k cells by R are the ones the paper sends to pruning.
@@ -91,6 +95,17 @@ def rho(quality: Mapping[str, Any], mode: str = RESCALED) -> float | None:
     if any(value is None for value in values):
         return None
     return sum(float(v) for v in values) / len(values)  # type: ignore[arg-type]
+
+
+def rho_note(quality: Mapping[str, Any], mode: str = RESCALED, skipped: Mapping[str, str] | None = None) -> str:
+    """Why `rho` gives no value (the mode's columns without one, each with its reason); "" when it gives one."""
+    missing = [name for name in RHO_COLUMNS[mode] if quality.get(name) is None]
+    if not missing:
+        return ""
+    reasons: dict[str, list[str]] = {}
+    for name in missing:
+        reasons.setdefault((skipped or {}).get(name, "no value recorded"), []).append(name)
+    return "no ρ, so not ranked: " + "; ".join(f"{', '.join(names)}: {why}" for why, names in reasons.items())
 
 
 def deploy_wh_per_query(one_off_kwh: float, wh_per_query: float, queries: int) -> float:

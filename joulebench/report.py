@@ -262,9 +262,39 @@ def _figure_comparison(figure: str, figures: Mapping[str, Any]) -> dict[str, str
                       ratio.get("high")), judged.get("reason", ""))  # fmt: skip
 
 
+def answer_notes(row: Mapping[str, str]) -> list[str]:
+    """What the report says about one cell's answers and quality figures: every answer empty, one constant answer,
+    the metrics without a value or over fewer items than the test set (`quality_note`), no ρ (`rho_note`)."""
+    notes = []
+    count, distinct, empty = (to_float(row.get(f"answers_{key}")) for key in ("count", "distinct", "empty"))
+    if count and empty == count:
+        notes.append(f"every one of its {count:.0f} answers is empty")
+    elif count and count > 1 and distinct == 1:
+        notes.append(f"all {count:.0f} answers are one and the same text (a constant answer, whatever the prompt): "
+                     "its quality figures score that one text against every reference")  # fmt: skip
+    notes += [row[key] for key in ("rho_note", "quality_note") if row.get(key)]
+    return notes
+
+
+def same_answers_warning(rows: Sequence[Mapping[str, str]]) -> str:
+    """A warning when every tuned cell of one dataset's rows (two or more, each with an answers fingerprint) gave
+    the same answer list, item for item: the ranking's quality term then tells them apart by nothing."""
+    tuned = [row for row in rows if charts.is_ok(row) and not charts.is_reference(row)]
+    fingerprints = {row.get("answers_sha256", "") for row in tuned}
+    if len(tuned) < 2 or "" in fingerprints or len(fingerprints) != 1:
+        return ""
+    base = [row for row in rows if charts.is_ok(row) and charts.is_reference(row)]
+    also = " So did the base model." if base and all(row.get("answers_sha256") in fingerprints for row in base) else ""
+    return (f"All {len(tuned)} ranked cells of this dataset gave the same answers, item for item (one answer list): "
+            "the quality ranking carries no information. Their quality figures and ρ score that one list, so R "
+            "orders them by energy alone, and any difference in ρ between them comes from nothing in the answers."
+            + also)  # fmt: skip
+
+
 def _decorate(row: Mapping[str, str], with_model: bool, top_k: int) -> dict[str, Any]:
     return {
         **row,
+        "notes": answer_notes(row),
         "label": charts.cell_label(row, with_model),
         "reference": charts.is_reference(row),
         "top": is_top(row, top_k),
@@ -353,11 +383,19 @@ def dataset_sections(
         failed = sorted((row for row in mine if not charts.is_ok(row)), key=charts.cell_label)
         quality = quality_view(ok, with_model)
         terms = None if ranking is None else ranking.get(dataset)
+        ranked = [_decorate(row, with_model, top_k) for row in ok]
+        cell_notes = [{"label": row["label"], "notes": row["notes"]} for row in ranked if row["notes"]]
+        note_index = {entry["label"]: index for index, entry in enumerate(cell_notes, 1)}
+        finetune = finetune_ranking(ok, prune_all, with_model)
+        for row in (*ranked, *finetune):
+            row["note_index"] = note_index.get(row["label"], "")
         sections.append({
             "name": dataset,
             "models": list(dict.fromkeys(row["model"] for row in mine)),
-            "finetune": finetune_ranking(ok, prune_all, with_model),
-            "ranked": [_decorate(row, with_model, top_k) for row in ok],
+            "finetune": finetune,
+            "ranked": ranked,
+            "cell_notes": cell_notes,
+            "same_answers": same_answers_warning(ok),
             "dense_pruned": any(row["sparse_kernel"] == DENSE_LABEL for row in ok),
             "sparse_pruned": any(row["speedup_vs_dense"] for row in ok),
             "quality": quality,

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from joulebench.energy import EnergyMonitor
 from joulebench.failures import GenerationError
-from joulebench.stats import joules_per_token, spread
+from joulebench.stats import NO_TOKENS, joules_per_token, spread, spread_or_blank
 
 Decode = Callable[..., torch.Tensor]
 
@@ -146,16 +146,18 @@ class TimedPass:
     round: int = 0
 
     @property
-    def j_per_token(self) -> float:
-        return joules_per_token(self.energy["total_kwh"], self.tokens)
+    def j_per_token(self) -> float | None:
+        """None when the pass generated no token (pinned passes always do: max_new_tokens ≥ 1 per query)."""
+        return joules_per_token(self.energy["total_kwh"], self.tokens) if self.tokens > 0 else None
 
     @property
     def wh_per_query(self) -> float:
         return self.energy["total_kwh"] * 1000 / self.queries
 
     @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.generation_s
+    def tokens_per_s(self) -> float | None:
+        """None when the pass generated no token: no rate of nothing."""
+        return self.tokens / self.generation_s if self.tokens > 0 and self.generation_s > 0 else None
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,8 @@ def pinned_figures(passes: Sequence[TimedPass]) -> dict[str, Any]:
     components = {key: sum(p.energy[key] for p in passes) / len(passes)
                   for key in ("cpu_kwh", "gpu_kwh", "ram_kwh", "total_kwh", "net_kwh", "emissions_kg")}  # fmt: skip
     return {
-        "tokens_per_s": spread([p.tokens_per_s for p in passes]).to_dict(),
-        "j_per_token": spread([p.j_per_token for p in passes]).to_dict(),
+        "tokens_per_s": spread_or_blank([p.tokens_per_s for p in passes], NO_TOKENS),
+        "j_per_token": spread_or_blank([p.j_per_token for p in passes], NO_TOKENS),
         "infer_kwh": spread([p.energy["total_kwh"] for p in passes]).to_dict(),
         "infer_net_kwh": spread([p.energy["net_kwh"] for p in passes]).to_dict(),
         "batch_s": spread([p.generation_s / p.batches for p in passes]).to_dict(),
@@ -225,7 +227,7 @@ def answer_figures(passes: Sequence[TimedPass]) -> dict[str, Any]:
     return {
         "wh_per_query": spread([p.wh_per_query for p in passes]).to_dict(),
         "answer_tokens_per_query": passes[0].tokens / passes[0].queries,
-        "answer_j_per_token": spread([p.j_per_token for p in passes]).to_dict(),
+        "answer_j_per_token": spread_or_blank([p.j_per_token for p in passes], NO_TOKENS),
     }
 
 

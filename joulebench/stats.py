@@ -34,6 +34,17 @@ def spread(values: Sequence[float]) -> Spread:
     return Spread(n, mean, float(t.ppf(0.975, n - 1)) * std / math.sqrt(n), std / mean if mean else math.nan)
 
 
+NO_TOKENS = "no token was generated: a per-token figure would divide by 0 tokens"
+
+
+def spread_or_blank(values: Sequence[float | None], why_blank: str) -> dict[str, Any]:
+    """`spread(values).to_dict()`; when a value is missing, the same keys blank (None) with `reason`: a spread of
+    the values that exist would pass for the figure of every pass."""
+    if any(value is None for value in values):
+        return {"n": len(values), "mean": None, "ci95": None, "cv": None, "reason": why_blank}
+    return spread(values).to_dict()  # type: ignore[arg-type]
+
+
 def joules_per_token(kwh: float, tokens: int) -> float:
     if tokens <= 0:
         raise ValueError(f"cannot divide energy by {tokens} generated tokens")

@@ -12,7 +12,7 @@ from typing import Any
 from joulebench.cells import REFERENCE_TRAINING
 from joulebench.classification import CLASS_COLUMNS
 from joulebench.io import atomic_write_text
-from joulebench.rank import RESCALED, RankingSettings, rho
+from joulebench.rank import RESCALED, RankingSettings, rho, rho_note
 from joulebench.stats import joules_per_token
 
 
@@ -50,6 +50,7 @@ COLUMNS = [
     "delta_rho", "delta_rho_lo", "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first",
     "delta_parent_rho", "delta_parent_rho_lo", "delta_parent_rho_hi", "verdict_parent_rho",
     "train_loss_first", "train_loss_last", "train_wall_s", "generated_tokens", "answer_tokens",
+    "answers_distinct", "answers_empty", "answers_sha256", "quality_note", "rho_note",
     "energy_source", "tracking_mode", "peak_mem_kind", "error",
 ]  # fmt: skip
 
@@ -113,7 +114,12 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mo
             row[f"{metric}_floor"] = floors[metric]["value"]
     classes = result.get("classification", {})
     row.update({column: classes[column] for column in CLASS_COLUMNS if column in classes})
+    info = result.get("quality_info", {})
     row["rho"] = rho(result["quality"], rho_mode)
+    row["rho_note"] = rho_note(result["quality"], rho_mode, info.get("skipped"))
+    row["quality_note"] = quality_note(info)
+    if answers := info.get("answers"):
+        row.update({f"answers_{key}": answers[key] for key in ("distinct", "empty", "sha256", "count")})
     sources = result["energy"]["sources"]
     for component in ("cpu", "gpu", "ram"):
         row[f"{component}_source"] = sources.get(component, "")
@@ -129,10 +135,14 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mo
     for key in ("ttft_s", "tpot_s"):
         if result.get(key):
             row[key], row[f"{key}_ci95"] = result[key]["mean"], result[key]["ci95"]
-    # Per timed pass, for the energy and speed verdicts (summary.json only).
-    row["j_per_token_repeats"] = [joules_per_token(p["energy"]["total_kwh"], p["tokens"]) for p in result["repeats"]]
-    row["tokens_per_s_repeats"] = [p["tokens"] / p["generation_s"] for p in result["repeats"]]
-    if paired := result.get("parent_comparison"):  # measured beside its unpruned parent in the same rounds
+    # Per timed pass, for the energy and speed verdicts (summary.json only); none where a pass generated no token
+    # (then the row is not compared: add_verdicts skips a row without them).
+    if all(p["tokens"] > 0 and p["generation_s"] > 0 for p in result["repeats"]):
+        row["j_per_token_repeats"] = [joules_per_token(p["energy"]["total_kwh"], p["tokens"])
+                                      for p in result["repeats"]]  # fmt: skip
+        row["tokens_per_s_repeats"] = [p["tokens"] / p["generation_s"] for p in result["repeats"]]
+    paired = result.get("parent_comparison") or {}  # measured beside its unpruned parent in the same rounds
+    if "energy" in paired and "speed" in paired:
         row["parent_paired"] = {key: paired[key] for key in ("energy", "speed")}
     for key in ("peak_mem_mb", "model_size_mb", "peak_mem_kind"):
         row[key] = result[key]
@@ -154,6 +164,19 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mo
     return row
 
 
+def quality_note(info: Mapping[str, Any]) -> str:
+    """The quality columns without a value, and those whose mean covers fewer items than the test set, with the
+    reasons the evaluation recorded (eval.json's quality_info: skipped, unscored); "" when every column covers every
+    item."""
+    parts: dict[str, list[str]] = {}
+    for column, why in (info.get("skipped") or {}).items():
+        parts.setdefault(f"no value: {why}", []).append(column)
+    for column, gap in (info.get("unscored") or {}).items():
+        reasons = ", ".join(f"{count} × {why}" for why, count in gap["reasons"].items())
+        parts.setdefault(f"mean over {gap['of'] - gap['items']} of {gap['of']} items ({reasons})", []).append(column)
+    return "; ".join(f"{', '.join(columns)}: {what}" for what, columns in parts.items())
+
+
 def main_dtype(counts: dict[str, int]) -> str:
     """The operand dtype most of a training step's matmuls ran in (e.g. "bfloat16" under bf16 autocast)."""
     return max(counts, key=lambda dtype: counts[dtype]) if counts else ""
@@ -171,6 +194,8 @@ def write_summary(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # no value: an empty cell, never the text "None"
+        return ""
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
@@ -238,7 +263,8 @@ def add_uncertainty(
     cell ranks first when the test items are resampled and, with `energy_floor` (a row's energy noise floor), each
     cell's energy redrawn within it: over all tuned cells (`p_first`) and over the unpruned ones that the top-k
     selection ranked (`finetune_p_first`). Cells without per-item scores are left without them; a
-    metric without a per-item value (a rescaled score whose floor could not be measured) gets no interval."""
+    metric with an item without a value (a rescaled score whose floor could not be measured, an empty answer's
+    BERTScore or cosine, an empty reference) gets no interval, and then neither does ρ: items are only paired whole."""
     from joulebench.rank import RHO_COLUMNS, cost
     from joulebench.uncertainty import CellSample, item_rho, paired_bootstrap, rank_stability
 

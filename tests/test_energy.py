@@ -146,6 +146,23 @@ def test_per_token_energy():
         joules_per_token(1.0, 0)
 
 
+def test_a_pass_without_tokens_has_no_per_token_figures():
+    from joulebench.serving import TimedPass, answer_figures, pinned_figures
+    from joulebench.stats import NO_TOKENS
+
+    energy = {key: 1e-5 for key in ("cpu_kwh", "gpu_kwh", "ram_kwh", "total_kwh", "net_kwh", "emissions_kg")}
+    empty = TimedPass(energy, generation_s=0.5, tokens=0, queries=4, batches=1, pinned=False)
+    assert empty.j_per_token is None and empty.tokens_per_s is None  # before: ValueError, and 0 tokens/s
+    assert empty.wh_per_query == pytest.approx(1e-5 * 1000 / 4)  # per query is still measured
+    full = TimedPass(energy, generation_s=0.5, tokens=100, queries=4, batches=1, pinned=True)
+    assert full.j_per_token == pytest.approx(0.36) and full.tokens_per_s == pytest.approx(200.0)
+    figures = pinned_figures([full, empty])  # one blank pass blanks the figure: no spread of the others
+    assert figures["j_per_token"] == {"n": 2, "mean": None, "ci95": None, "cv": None, "reason": NO_TOKENS}
+    assert figures["tokens_per_s"]["mean"] is None and figures["infer_kwh"]["mean"] == pytest.approx(1e-5)
+    assert answer_figures([empty])["answer_j_per_token"]["reason"] == NO_TOKENS
+    assert pinned_figures([full])["j_per_token"]["mean"] == pytest.approx(0.36)
+
+
 def test_settings_accept_a_single_meter_name():
     settings = EnergySettings.from_config({"meter": "codecarbon", "pue": 1.5})
     assert settings.meters == ("codecarbon",) and settings.pue == 1.5

@@ -60,7 +60,11 @@ def in_range(column: str, value: float | None) -> bool:
     """Raw columns lie in [0, 1]; rescaled ones, when there is a floor, are at most 1."""
     if column in RESCALED_COLUMNS:
         return value is not None and not math.isnan(value) and value <= 1.0
-    return in_unit_interval(value)
+    return value is not None and in_unit_interval(value)
+
+
+EMBEDDING_COLUMNS = {"bertscore_f1", "cosine", "bertscore_f1_raw", "cosine_raw", "bertscore_precision",
+                     "bertscore_recall"}  # fmt: skip
 
 
 def test_columns_cover_every_metric(identical: dict[str, float]) -> None:
@@ -118,30 +122,65 @@ def test_values_in_unit_interval() -> None:
     assert list(samples) == ALL_COLUMNS
     for column, values in samples.items():
         assert len(values) == len(predictions), column
-        assert all(in_range(column, value) for value in values), (column, values)
-    for column in RESCALED_COLUMNS:  # the blank prediction: 0 raw, below the floor rescaled
-        assert samples[column + "_raw"][0] == 0.0 and samples[column][0] < 0.0, column
+        answered = values[1:] if column in EMBEDDING_COLUMNS else values  # the blank answer: no embedding value
+        assert all(in_range(column, value) for value in answered), (column, values)
 
 
 @pytest.mark.usefixtures("venv_wordnet")
-def test_empty_prediction_scores_zero() -> None:
-    samples = per_sample_quality(["", TEXTS[0], TEXTS[2]], [TEXTS[1], TEXTS[0], TEXTS[2]])
-    for column, values in samples.items():
-        if column not in RESCALED_COLUMNS:
-            assert values[0] == 0.0, column
+def test_an_empty_answer_scores_a_measured_zero_on_overlap_and_nothing_on_embeddings() -> None:
+    from joulebench.metrics import BLANK_ANSWER, quality_with_samples
+
+    quality = quality_with_samples(["", TEXTS[0], TEXTS[2]], [TEXTS[1], TEXTS[0], TEXTS[2]])
+    for column, values in quality.samples.items():
+        # Before: 0.0 raw in every column (and (0 − b) / (1 − b) rescaled), a number for a text never embedded.
+        assert values[0] == (None if column in EMBEDDING_COLUMNS else 0.0), column
         assert values[1] == pytest.approx(1.0, abs=1e-3), column
-    # One scored pair leaves no floor: the rescaled columns have no number, the raw ones are 0 or the raw score.
-    samples = per_sample_quality(["", TEXTS[0]], [TEXTS[1], TEXTS[0]])
-    for column, values in samples.items():
+    for column in EMBEDDING_COLUMNS:  # the mean is over the answered items, and says so
+        assert quality.unscored[column] == {"items": 1, "of": 3, "reasons": {BLANK_ANSWER: 1}}, column
+        assert quality.scores[column] == pytest.approx(1.0, abs=1e-3), column
+    assert not quality.skipped and not set(quality.unscored) - EMBEDDING_COLUMNS
+    # One answered pair leaves no floor: the rescaled columns have no number, and say why.
+    quality = quality_with_samples(["", TEXTS[0]], [TEXTS[1], TEXTS[0]])
+    for column, values in quality.samples.items():
         if column in RESCALED_COLUMNS:
-            assert values == [None, None], column
+            assert values == [None, None] and "at least 2" in quality.skipped[column], column
         else:
-            assert values[0] == 0.0 and values[1] == pytest.approx(1.0, abs=1e-3), column
-    corpus = compute_quality(["", "  "], TEXTS[:2])
-    assert {column: value for column, value in corpus.items() if column in RESCALED_COLUMNS} == dict.fromkeys(
-        RESCALED_COLUMNS
-    )
-    assert {value for column, value in corpus.items() if column not in RESCALED_COLUMNS} == {0.0}
+            assert values[0] == (None if column in EMBEDDING_COLUMNS else 0.0), column
+            assert values[1] == pytest.approx(1.0, abs=1e-3), column
+
+
+@pytest.mark.usefixtures("venv_wordnet")
+def test_every_answer_empty_leaves_every_metric_blank_with_the_reason() -> None:
+    from joulebench.metrics import EMPTY_ANSWERS, quality_with_samples
+
+    quality = quality_with_samples(["", "  "], TEXTS[:2])
+    # Before: BLEU, ROUGE, METEOR and the raw embedding columns 0.0 (only the rescaled ones None, for want of a floor).
+    assert quality.scores == dict.fromkeys(ALL_COLUMNS)
+    assert all(values == [None, None] for values in quality.samples.values())
+    assert quality.skipped == dict.fromkeys(ALL_COLUMNS, EMPTY_ANSWERS) and not quality.unscored
+
+
+@pytest.mark.usefixtures("venv_wordnet")
+def test_an_empty_reference_has_nothing_to_score_against() -> None:
+    from joulebench.metrics import BLANK_REFERENCE, EMPTY_REFERENCES, quality_with_samples
+
+    quality = quality_with_samples([TEXTS[1], TEXTS[0], TEXTS[2]], ["", TEXTS[0], TEXTS[2]])
+    for column, values in quality.samples.items():  # before: 0.0 for the first item in every column
+        assert values[0] is None and values[1] == pytest.approx(1.0, abs=1e-3), column
+        assert quality.unscored[column] == {"items": 1, "of": 3, "reasons": {BLANK_REFERENCE: 1}}, column
+    assert quality.scores["bleu"] == pytest.approx(1.0)  # corpus BLEU over the items with a reference
+    quality = quality_with_samples(TEXTS[:2], ["", " "])
+    assert quality.scores == dict.fromkeys(ALL_COLUMNS)  # before: 0.0 but for the rescaled columns
+    assert quality.skipped == dict.fromkeys(ALL_COLUMNS, EMPTY_REFERENCES)
+
+
+def test_answers_fingerprint_tells_answer_lists_apart() -> None:
+    from joulebench.metrics import answers_fingerprint
+
+    same = answers_fingerprint(["a", "a", ""])
+    assert same == {**same, "count": 3, "empty": 1, "distinct": 2} and len(same["sha256"]) == 64
+    assert answers_fingerprint(["a", "a", ""])["sha256"] == same["sha256"]
+    assert answers_fingerprint(["a", "", "a"])["sha256"] != same["sha256"]  # the order is part of the list
 
 
 @pytest.mark.usefixtures("venv_wordnet")
@@ -381,17 +420,19 @@ def test_bertscore_f1_is_rescaled_against_the_random_pair_floor(fake_bertscore) 
 
     scorer = fake_bertscore(F1_TABLE)
     # Two scored items: the only derangement swaps them, so the floor is (0.2 + 0.4) / 2 = 0.3. The blank answer is
-    # never sent to the model, takes no part in the floor, and scores 0 raw: (0 − 0.3) / 0.7 rescaled.
+    # never sent to the model, takes no part in the floor, and has no value (before: 0 raw, (0 − 0.3) / 0.7 rescaled).
     quality = quality_with_samples(["p1", "p2", " "], ["r1", "r2", "r3"], FAKE, names=["bertscore"])
     assert scorer.calls == [(["p1", "p2", "p1", "p2"], ["r1", "r2", "r2", "r1"])]  # one model call for both
     floor = quality.floors["bertscore_f1"]
     assert floor.value == pytest.approx(0.3) and floor.pairs == 2 and floor.reason is None
     assert floor.method == "random (prediction, reference) pairs of the test set: a seeded derangement, seed 0, 2 pairs"
-    assert quality.samples["bertscore_f1_raw"] == pytest.approx([0.9, 0.6, 0.0])
-    assert quality.samples["bertscore_f1"] == pytest.approx([6 / 7, 3 / 7, -3 / 7])  # below 0 kept
-    assert quality.samples["bertscore_precision"] == pytest.approx([0.9, 0.6, 0.0])  # P and R stay raw
-    assert quality.scores["bertscore_f1"] == pytest.approx(2 / 7)
-    assert quality.scores["bertscore_f1_raw"] == pytest.approx(0.5)
+    assert quality.samples["bertscore_f1_raw"][:2] == pytest.approx([0.9, 0.6])
+    assert quality.samples["bertscore_f1"][:2] == pytest.approx([6 / 7, 3 / 7])
+    assert quality.samples["bertscore_precision"][:2] == pytest.approx([0.9, 0.6])  # P and R stay raw
+    assert all(values[2] is None for values in quality.samples.values())
+    assert quality.scores["bertscore_f1"] == pytest.approx(9 / 14)  # the mean over the two answered items
+    assert quality.scores["bertscore_f1_raw"] == pytest.approx(0.75)
+    assert quality.unscored["bertscore_f1"]["items"] == 1
     assert list(quality.scores) == ["bertscore_f1", "bertscore_f1_raw", "bertscore_precision", "bertscore_recall"]
 
 
@@ -477,3 +518,14 @@ def test_signatures_follow_the_settings() -> None:
     assert set(signatures) == {"bertscore", "cosine"}
     assert "|model:my-encoder|layer:4|" in signatures["bertscore"]
     assert "|model:my-encoder|" in signatures["cosine"]
+
+
+def test_one_answer_to_every_prompt_scores_the_floor_rescaled(fake_encoder) -> None:
+    """A constant answer is a measurement, not a blank: against a random pairing of the same references it scores
+    exactly what it scores against its own, so 0 rescaled (the report warns about the constant answer itself)."""
+    from joulebench.metrics import quality_with_samples
+
+    quality = quality_with_samples(["p1", "p1"], ["r1", "r2"], FAKE, names=["cosine"])
+    assert quality.samples["cosine_raw"] == pytest.approx([1.0, 0.6])
+    assert quality.floors["cosine"].value == pytest.approx(0.8)
+    assert quality.scores["cosine"] == pytest.approx(0.0, abs=1e-12) and not quality.skipped

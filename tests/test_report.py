@@ -1127,3 +1127,60 @@ def test_number_formatting():
         ("container image", "not run in a container"), ("energy meters (component: source)", "cpu: rapl"),
         ("PUE", "1.0, 1.2"), ("extra key", "x"),
     ]  # fmt: skip
+
+
+# --- answers that carry no quality information, and blank quality figures (issue 19) ----------------------------
+
+
+def _dataset_section(tree: ET.Element, dataset: str) -> ET.Element:
+    return next(s for s in tree.iter(f"{XHTML}section") if "dataset" in s.get("class", "").split()
+                and _text(s.find(f"{XHTML}h2")) == f"Results: {dataset}")  # fmt: skip
+
+
+def _with_answers(rows: list[dict[str, str]], same: bool) -> list[dict[str, str]]:
+    """Every ok cell's answers fingerprint: one answer list for all rca cells (`same`), or one list each."""
+    for index, row in enumerate(rows):
+        if row["status"] == "ok":
+            digest = "f" * 64 if same and row["dataset"] == "rca" else f"{index:064x}"
+            row.update(answers_sha256=digest, answers_count="40", answers_distinct="9", answers_empty="0")
+    return rows
+
+
+def test_one_answer_list_across_the_ranked_cells_is_warned_about_near_the_ranking():
+    tree = ET.fromstring(render_html(realistic_inputs(rows=_with_answers(realistic_rows(), same=True)), TEMPLATES))
+    rca, saf = _dataset_section(tree, "rca"), _dataset_section(tree, "saf")
+    warning = [div for div in rca.iter(f"{XHTML}div") if "same-answers" in div.get("class", "").split()]
+    assert len(warning) == 1
+    text = _text(warning[0])
+    assert "All 20 ranked cells of this dataset gave the same answers" in text
+    assert "the quality ranking carries no information" in text and "So did the base model." in text
+    children = list(rca)
+    assert children.index(warning[0]) < children.index(_tables(rca, "finetune")[0])  # above the rankings
+    assert "same-answers" not in ET.tostring(saf, encoding="unicode")  # saf's cells answered differently
+
+
+def test_no_warning_when_the_answer_lists_differ_or_are_not_recorded(html):
+    assert "same-answers" not in html and "carries no information" not in html  # no fingerprints: not claimed
+    different = render_html(realistic_inputs(rows=_with_answers(realistic_rows(), same=False)), TEMPLATES)
+    assert "carries no information" not in different
+    rows = _with_answers(realistic_rows(), same=True)
+    next(r for r in rows if r["dataset"] == "rca" and r["epochs"] == "3")["answers_sha256"] = "e" * 64
+    assert "carries no information" not in render_html(realistic_inputs(rows=rows), TEMPLATES)
+
+
+def test_a_constant_answer_and_blank_quality_figures_are_noted_on_the_cell_never_shown_as_0():
+    rows = _with_answers(realistic_rows(), same=False)
+    constant = next(r for r in rows if r["dataset"] == "rca" and r["rank"] == "2")
+    constant["answers_distinct"] = "1"
+    blank = next(r for r in rows if r["dataset"] == "rca" and r["rank"] == "3")
+    blank.update(dict.fromkeys(("rank", "score", "rho", *report.QUALITY_METRICS), ""), answers_empty="40",
+                 answers_distinct="1", quality_note="bleu, rouge1: no value: every answer is empty: there is no text "
+                 "to score", rho_note="no ρ, so not ranked: bleu, rouge1: every answer is empty: there is no text to "
+                 "score")  # fmt: skip
+    rca = _dataset_section(ET.fromstring(render_html(realistic_inputs(rows=rows), TEMPLATES)), "rca")
+    notes = _text(next(d for d in rca.iter(f"{XHTML}div") if "cell-notes" in d.get("class", "").split()))
+    assert "n1 b4 e1: all 40 answers are one and the same text (a constant answer" in notes
+    assert "n2 b4 e1 magnitude 30%: every one of its 40 answers is empty; no ρ, so not ranked" in notes
+    final = {_cells(tr)[0]: _cells(tr) for tr in _rows_of(_tables(rca, "final")[0])}
+    assert final["— n2"][6:14] == ["—"] * 8  # ρ and the seven metrics: a dash, never 0
+    assert "2 n1" in final and "0.000" not in final["— n2"]

@@ -90,3 +90,74 @@ def test_run_summary_spans_the_jobs_and_names_the_meters():
     assert summary["job_seconds"] == 360 and summary["jobs"] == 2
     assert summary["meters"]["cpu"] == ["codecarbon-estimate", "rapl"]
     assert summary["grid_intensity_g_per_kwh"] == [1.2] and summary["pue"] == [1.2]
+
+
+# --- blank figures: no number from nothing (issue 19) ------------------------------------------------------------
+
+
+def evaluation(quality: dict, quality_info: dict, tokens: int = 480) -> dict:
+    """An eval.json record as joulebench.jobs.evaluate writes it, with what cell_row reads."""
+    window = {"total_kwh": 1e-5, "net_kwh": 5e-6, "cpu_kwh": 4e-6, "gpu_kwh": 0.0, "ram_kwh": 6e-6,
+              "emissions_kg": 1e-7}
+    blank = {"n": 2, "mean": None, "ci95": None, "cv": None, "reason": "no token was generated"}
+    figure = {"n": 2, "mean": 1.0, "ci95": 0.1, "cv": 0.05}
+    return {
+        "cell": {"dataset": "rca", "model": "m", "bits": 4, "epochs": 1, "pruning": "none", "pruning_label": "none"},
+        "status": "ok",
+        "result": {
+            "infer_kwh": figure, "pass_energy": window, "prepare_energy": window, "wh_per_query": figure,
+            "answer_tokens_per_query": 12.0, "answer_tokens": 480, "quality": quality, "quality_info": quality_info,
+            "energy": {"sources": {"cpu": "rapl", "gpu": "none", "ram": "rapl"}, "tracking_mode": "process"},
+            "idle": {}, "j_per_token": figure if tokens else blank, "tokens_per_s": figure if tokens else blank,
+            "repeats": [{"energy": window, "tokens": tokens, "generation_s": 2.0}] * 2, "peak_mem_mb": 1.0,
+            "model_size_mb": 1.0, "peak_mem_kind": "rss", "model_form": "", "batch_s": figure,
+            "tokens_per_repeat": tokens, "prune": {"achieved": 0.0}, "kernel": {}, "speedup_vs_dense": None,
+        },
+    }  # fmt: skip
+
+
+def test_blank_metrics_stay_blank_in_the_row_and_the_csv_and_leave_no_rho(tmp_path):
+    import csv
+
+    from joulebench.metrics import EMPTY_ANSWERS
+    from joulebench.summary import cell_row, write_summary
+
+    quality = {**dict.fromkeys(QUALITY_COLUMNS), "bertscore_f1_raw": None, "cosine_raw": None}
+    info = {"skipped": dict.fromkeys(quality, EMPTY_ANSWERS),
+            "answers": {"sha256": "a" * 64, "count": 40, "empty": 40, "distinct": 1}}  # fmt: skip
+    row = cell_row(evaluation(quality, info), None)
+    assert row["rho"] is None and row["bleu"] is None
+    assert row["rho_note"] == f"no ρ, so not ranked: {', '.join(QUALITY_COLUMNS)}: {EMPTY_ANSWERS}"
+    assert row["quality_note"].endswith(f": no value: {EMPTY_ANSWERS}")
+    assert (row["answers_empty"], row["answers_distinct"], row["answers_count"]) == (40, 1, 40)
+    write_summary([row], tmp_path / "summary.csv")
+    written = next(csv.DictReader((tmp_path / "summary.csv").open()))
+    # Before: the text "None" in every blank cell.
+    assert all(written[column] == "" for column in (*QUALITY_COLUMNS, "rho", "bertscore_f1_raw", "cosine_raw"))
+    assert written["answers_sha256"] == "a" * 64 and "None" not in written.values()
+
+
+def test_a_metric_over_fewer_items_is_said_so_and_rho_still_counts_it():
+    from joulebench.metrics import BLANK_ANSWER
+    from joulebench.summary import cell_row
+
+    quality = dict.fromkeys(QUALITY_COLUMNS, 0.5)
+    gap = {"items": 1, "of": 40, "reasons": {BLANK_ANSWER: 1}}
+    row = cell_row(evaluation(quality, {"unscored": {"bertscore_f1": gap, "cosine": gap}}), None)
+    assert row["rho"] == pytest.approx(0.5) and row["rho_note"] == ""
+    assert row["quality_note"] == f"bertscore_f1, cosine: mean over 39 of 40 items (1 × {BLANK_ANSWER})"
+
+
+def test_a_pass_without_tokens_gives_no_per_token_figure_and_no_verdict_repeats():
+    from joulebench.summary import cell_row
+
+    row = cell_row(evaluation(dict.fromkeys(QUALITY_COLUMNS, 0.5), {}, tokens=0), None)
+    # Before: cell_row raised ValueError (joules_per_token divides by 0 tokens).
+    assert row["infer_j_per_token"] is None and row["tokens_per_s"] is None
+    assert "j_per_token_repeats" not in row and "tokens_per_s_repeats" not in row
+
+
+def test_a_cell_without_rho_is_not_ranked_and_the_others_are():
+    rows = [row(32, 0, "none", 1.0, 0.1), row(4, 1, "none", 2.0, 0.6), row(8, 1, "none", 1.5, None)]
+    add_ranking(rows, SETTINGS, 1)
+    assert rows[1]["rank"] == 1 and "rank" not in rows[2] and "score" not in rows[2]

@@ -41,7 +41,7 @@ SOMETIMES_EMPTY = {
     "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first", "delta_parent_rho", "delta_parent_rho_lo",
     "delta_parent_rho_hi", "verdict_parent_rho", "precision", "sparse_training", "early_exit", "mean_exit_layer",
     "exit_layers", "exit_compute_fraction", "exit_test_share", "exit_threshold", "exit_measure", "exit_heads",
-    "train_sparsity", "train_matmul_dtype", "build_kwh",
+    "train_sparsity", "train_matmul_dtype", "build_kwh", "quality_note", "rho_note",
     # the base row is the reference of the comparisons; only the finalists are measured side by side
     "energy_ratio", "energy_ratio_lo", "energy_ratio_hi", "speed_ratio", "speed_ratio_lo", "speed_ratio_hi",
     "energy_ratio_base", "energy_verdict_base", "speed_ratio_base", "speed_verdict_base", "finalist",
