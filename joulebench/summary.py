@@ -173,6 +173,8 @@ def write_summary(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # no figure (e.g. a rescaled score without a floor): blank, not the text "None"
+        return ""
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)

@@ -109,7 +109,8 @@ def evaluation_record(classification: dict) -> dict:
     result = {
         "infer_kwh": figure, "pass_energy": window, "prepare_energy": window, "batch_s": figure,
         "tokens_per_repeat": 64, "prune": {"achieved": 0.0}, "kernel": {}, "speedup_vs_dense": None,
-        "wh_per_query": figure, "answer_tokens_per_query": 8.0, "answer_tokens": 64, "quality": {"bleu": 0.1},
+        "wh_per_query": figure, "answer_tokens_per_query": 8.0, "answer_tokens": 64,
+        "quality": {"bleu": 0.1, "cosine": None},
         "classification": classification, "energy": {"sources": {"cpu": "rapl"}, "tracking_mode": "process"},
         "idle": {}, "j_per_token": figure, "tokens_per_s": figure, "repeats": [{"energy": window, "tokens": 64,
         "generation_s": 1.0}], "peak_mem_mb": 10.0, "model_size_mb": 1.0, "peak_mem_kind": "rss",
@@ -127,3 +128,4 @@ def test_a_skipped_view_leaves_the_summary_columns_blank_and_keeps_the_reason(tm
     with open(tmp_path / "summary.csv") as handle:
         written = list(csv.DictReader(handle))
     assert [(r["accuracy"], r["macro_f1"], r["auc_roc"]) for r in written] == [("", "", ""), ("0.5", "0.4", "0.6")]
+    assert [(r["bleu"], r["cosine"]) for r in written] == [("0.1", ""), ("0.1", "")]  # None is blank, not "None"
