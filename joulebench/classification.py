@@ -5,6 +5,9 @@ The class of a free-text answer is scored against every class: the cosine simila
 embedding to the mean embedding of that class's training references, turned into probabilities by a softmax at
 temperature TEMPERATURE. The predicted class is the most probable one. The same classifier applied to the test
 references themselves gives `ceiling`, how well the classes can be told apart from text at all.
+
+A dataset whose training examples carry no label, or all the same one, has no classes to tell apart: its view is
+skipped, with the reason, rather than scored 1.0 for putting every answer in the only class there is.
 """
 
 from __future__ import annotations
@@ -19,6 +22,29 @@ CLASS_COLUMNS = ["accuracy", "macro_f1", "auc_roc"]
 TEMPERATURE = 0.05
 
 Encoder = Callable[[list[str]], np.ndarray]  # texts -> unit-norm embeddings, one row each
+NO_LABELS = ("no labels: the dataset maps no label column (tickets: category; text-pairs: label), so its examples "
+             "have no class to tell apart")
+
+
+def unclassifiable(labels: Sequence[str]) -> str | None:
+    """Why examples with these labels cannot be classified (none labelled, or one class only); None if they can."""
+    classes = set(labels)
+    if classes <= {""}:
+        return NO_LABELS
+    if len(classes) == 1:
+        return (f"one class only: every training example is labelled {next(iter(classes))!r}, so there is no other "
+                "class to tell it from")
+    return None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A dataset without a classification view, and why."""
+
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"skipped": self.reason}
 
 
 def accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float:
@@ -64,6 +90,8 @@ class CentroidClassifier:
 
     @classmethod
     def fit(cls, texts: Sequence[str], labels: Sequence[str], encode: Encoder) -> CentroidClassifier:
+        if (reason := unclassifiable(labels)) is not None:
+            raise ValueError(f"cannot fit a classifier: {reason}")
         names = tuple(sorted(set(labels)))
         embedded = encode(list(texts))
         rows = []
@@ -89,6 +117,19 @@ class CentroidClassifier:
         return cls(tuple(saved["labels"]), np.asarray(saved["centroids"]))
 
 
+Classes = CentroidClassifier | Skipped
+
+
+def fit_classes(texts: Sequence[str], labels: Sequence[str], encode: Encoder) -> Classes:
+    """The classifier of these training references, or why there is none."""
+    reason = unclassifiable(labels)
+    return Skipped(reason) if reason is not None else CentroidClassifier.fit(texts, labels, encode)
+
+
+def classes_from_dict(saved: dict[str, Any]) -> Classes:
+    return Skipped(saved["skipped"]) if "skipped" in saved else CentroidClassifier.from_dict(saved)
+
+
 def class_metrics(truth: Sequence[str], probabilities: np.ndarray, classifier: CentroidClassifier) -> dict[str, float]:
     predicted = classifier.predict(probabilities)
     scores = {"accuracy": accuracy(truth, predicted), "macro_f1": macro_f1(truth, predicted, classifier.labels)}
@@ -102,11 +143,14 @@ def classification_view(
     answers: Sequence[str],
     references: Sequence[str],
     truth: Sequence[str],
-    classifier: CentroidClassifier,
+    classifier: Classes,
     encode: Encoder,
 ) -> dict[str, object]:
-    """The answers' class metrics, the same for the references (`ceiling`) and the classes' names. The classifier
-    is fitted once per dataset (the workflow's `class_centroids` rule), not once per evaluated cell."""
+    """The answers' class metrics, the same for the references (`ceiling`) and the classes' names; without classes,
+    only why (no accuracy, macro-F1 or AUC-ROC). The classifier is fitted once per dataset (the workflow's
+    `class_centroids` rule), not once per evaluated cell."""
+    if isinstance(classifier, Skipped):
+        return classifier.to_dict()
     answer_probabilities = classifier.probabilities(answers, encode)
     return {
         **class_metrics(truth, answer_probabilities, classifier),

@@ -14,7 +14,7 @@ from typing import Any
 
 from joulebench import memory
 from joulebench.cells import EarlyExit, Merge, Pruning
-from joulebench.classification import CentroidClassifier, classification_view
+from joulebench.classification import Classes, classification_view
 from joulebench.data import Example
 from joulebench.energy import EnergyMonitor, EnergySettings
 from joulebench.finetune import TrainSettings
@@ -107,7 +107,7 @@ def evaluate_cell(
     calibration: CalibrationSettings | None = None,
     sparse_kernels: bool = True,
     early_exit: EarlyExit | None = None,
-    classes: CentroidClassifier | None = None,
+    classes: Classes | None = None,
     merge: Merge | None = None,
 ) -> EvalResult:
     """Build the cell's model inside the `prepare` window and warm it up at the pinned length (its peak memory is

@@ -213,7 +213,7 @@ def evaluate(
     so); a failure is recorded (`failures_recorded`), and a cell whose fine-tuning failed is recorded as skipped
     without loading anything."""
     from joulebench.cells import EarlyExit, Merge, Pruning
-    from joulebench.classification import CentroidClassifier
+    from joulebench.classification import classes_from_dict
     from joulebench.data import read_examples
     from joulebench.energy import EnergySettings
     from joulebench.evaluate import GenerationSettings, evaluate_cell
@@ -256,7 +256,7 @@ def evaluate(
                 calibration=CalibrationSettings.from_config(calibration),
                 sparse_kernels=sparse_kernels,
                 early_exit=exit_setting,
-                classes=CentroidClassifier.from_dict(json.loads(Path(classes).read_text())) if classes else None,
+                classes=classes_from_dict(json.loads(Path(classes).read_text())) if classes else None,
                 merge=merge_setting,
             )
             details = provenance(monitor, energy, span)
@@ -272,14 +272,15 @@ def evaluate(
 
 def class_centroids(train: str, metrics: dict[str, Any], out: str) -> None:
     """The classification view's classifier for one dataset: its classes' mean embeddings of the training
-    references, fitted once here rather than by every evaluated cell."""
-    from joulebench.classification import CentroidClassifier
+    references, fitted once here rather than by every evaluated cell; or, for a dataset without two classes, why
+    its cells get no accuracy, macro-F1 or AUC-ROC."""
+    from joulebench.classification import fit_classes
     from joulebench.data import read_examples
     from joulebench.metrics import MetricSettings, sentence_embeddings
 
     examples = read_examples(Path(train))
     settings = MetricSettings.from_config(metrics)
-    classifier = CentroidClassifier.fit(
+    classifier = fit_classes(
         [e.target for e in examples], [e.label for e in examples], lambda texts: sentence_embeddings(texts, settings)
     )
     atomic_write_json(out, {"embedding_model": settings.embedding_model, **classifier.to_dict()})

@@ -45,6 +45,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt",
                    "spiece.model")  # fmt: skip
 REQUIRED_SPLITS = ("train", "test")  # no job reads the validation split: it may be empty
+FILE_KINDS = ("tickets", "text-pairs")  # dataset kinds that read one user file (`path`) and split it by fractions
+SPLIT_KINDS = ("rca-synthetic", *FILE_KINDS)
 
 Key = tuple[str | int, ...]
 
@@ -593,7 +595,7 @@ def grid_problems(config: Mapping[str, Any], ok: Callable[..., bool],
         for name, cfg in datasets.items():
             if not (ok("datasets", name, "split") and isinstance(cfg, Mapping) and "split" in cfg):
                 continue
-            if cfg.get("kind") in ("rca-synthetic", "tickets"):
+            if cfg.get("kind") in SPLIT_KINDS:
                 try:
                     split_fractions(cfg["split"])
                 except DatasetError:
@@ -708,7 +710,7 @@ def dataset_problems(name: str, cfg: Mapping[str, Any], places: Places, cache: H
     key = f"datasets.{name}"
     kind = cfg["kind"]
     fractions = None
-    if kind in ("rca-synthetic", "tickets"):
+    if kind in SPLIT_KINDS:
         try:
             fractions = split_fractions(cfg.get("split", DEFAULT_SPLIT))
         except DatasetError:
@@ -717,7 +719,7 @@ def dataset_problems(name: str, cfg: Mapping[str, Any], places: Places, cache: H
         assert fractions is not None
         short = too_few(cfg["n_tickets"], fractions)
         return [f"{key}.n_tickets: {cfg['n_tickets']} tickets are {short}"] if short else []
-    if kind == "tickets":
+    if kind in FILE_KINDS:
         path, outside = places.inside(f"{key}.path", cfg["path"])
         if outside:
             return [outside]
@@ -739,7 +741,7 @@ def dataset_problems(name: str, cfg: Mapping[str, Any], places: Places, cache: H
     except DatasetError as error:
         return [f"{' '.join(str(error).split())} (dataset {name})"]
     problems = []
-    if kind == "tickets":
+    if kind in FILE_KINDS:
         assert fractions is not None
         rows = sum(len(getattr(splits, split)) for split in ("train", "validation", "test"))
         short = too_few(rows, fractions)

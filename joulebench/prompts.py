@@ -7,15 +7,17 @@ joins them with one space, and generation continues from the cue.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """``str.format`` templates filled from one record's fields."""
+    """``str.format`` templates filled from one record's fields; ``target_without[field]`` is the target template
+    for a record whose optional ``field`` is empty."""
 
     prompt: str
     target: str
+    target_without: Mapping[str, str] = field(default_factory=dict)
 
 
 TEMPLATES: dict[str, PromptTemplate] = {
@@ -28,6 +30,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
             "Diagnosis:"
         ),
         target="Cause: {cause} Fix: {resolution}",
+        target_without={"resolution": "Cause: {cause}"},
     ),
     "saf": PromptTemplate(
         prompt=(
@@ -54,4 +57,6 @@ def format_prompt(task: str, record: Mapping[str, object]) -> str:
 
 
 def format_target(task: str, record: Mapping[str, object]) -> str:
-    return template(task).target.format_map(record)
+    chosen = template(task)
+    target = next((text for name, text in chosen.target_without.items() if not record.get(name)), chosen.target)
+    return target.format_map(record)

@@ -914,6 +914,7 @@ def lifecycle_view(rows: Sequence[Mapping[str, str]], settings: LifecycleSetting
         verdicts = {m["key"]: _measure_verdict(m["key"], paired, table["same_cell"])
                     for m in table["measures"]}  # fmt: skip
         section.update({
+            "classification_skipped": _classification_skipped(table["baseline_row"], table["optimised_row"]),
             "paired_missing": "" if table["same_cell"] else paired_missing,
             "paired_rounds": format_int((paired or {}).get("rounds")),
             "same_cell": table["same_cell"],
@@ -943,6 +944,11 @@ def lifecycle_view(rows: Sequence[Mapping[str, str]], settings: LifecycleSetting
                         for which, cell in cells.items()},
         })  # fmt: skip
     return view
+
+
+def _classification_skipped(*rows: Mapping[str, Any]) -> str:
+    """Why the cells have no accuracy, macro-F1 or AUC-ROC (the dataset has no two classes); "" when they have."""
+    return next((_text(row.get("classification_skipped")) for row in rows if row.get("classification_skipped")), "")
 
 
 def energy_table(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:

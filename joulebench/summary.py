@@ -114,6 +114,8 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mo
             row[f"{metric}_floor"] = floors[metric]["value"]
     classes = result.get("classification", {})
     row.update({column: classes[column] for column in CLASS_COLUMNS if column in classes})
+    if "skipped" in classes:
+        row["classification_skipped"] = classes["skipped"]  # summary.json only: why those columns are blank
     info = result.get("quality_info", {})
     row["rho"] = rho(result["quality"], rho_mode)
     row["rho_note"] = rho_note(result["quality"], rho_mode, info.get("skipped"))

@@ -34,7 +34,8 @@ rule report:
         html="results/report.html",
         pdf="results/report.pdf",
     params:
-        config=canonical(config),
+        # a function: a plain string would have its {braces} (a text-pairs prompt's {input}) read as wildcards
+        config=lambda wildcards: canonical(config),
         image=IMAGE,
     log:
         "logs/report.log",

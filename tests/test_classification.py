@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from joulebench.classification import CentroidClassifier, accuracy, auc_roc_ovr, classification_view, macro_f1
+from joulebench.classification import (
+    CentroidClassifier,
+    Skipped,
+    accuracy,
+    auc_roc_ovr,
+    classes_from_dict,
+    classification_view,
+    fit_classes,
+    macro_f1,
+)
+from joulebench.summary import cell_row, write_summary
 
 LABELS = ["dns", "fiber", "power"]
 TRUTH = ["dns", "fiber", "power", "dns", "fiber", "power", "dns", "power", "fiber", "dns"]
@@ -70,3 +81,51 @@ def test_the_nearest_class_centroid_wins_and_references_give_the_ceiling():
 
     saved = CentroidClassifier.from_dict(json.loads(json.dumps(classifier.to_dict())))  # the rule's file, read back
     assert saved.labels == classifier.labels and np.array_equal(saved.centroids, classifier.centroids)
+
+
+@pytest.mark.parametrize(("labels", "reason"), [
+    (["", "", ""], "no labels: the dataset maps no label column"),
+    (["dns", "dns", "dns"], "one class only: every training example is labelled 'dns'"),
+])  # fmt: skip
+def test_without_two_classes_the_view_is_skipped_with_its_reason_not_scored_1(labels, reason):
+    encode = one_hot_encoder(["resolver", "zone", "span"])
+    train = ["resolver down", "zone expired", "span cut"]
+    classes = fit_classes(train, labels, encode)
+    assert isinstance(classes, Skipped) and classes.reason.startswith(reason)
+    with pytest.raises(ValueError, match=reason):
+        CentroidClassifier.fit(train, labels, encode)
+
+    saved = classes_from_dict(json.loads(json.dumps(classes.to_dict())))  # the rule's file, read back
+    view = classification_view(["zone reload", "span"], ["zone bad", "span cut"], labels[:2], saved, encode)
+    assert view == {"skipped": classes.reason}
+    assert not {"accuracy", "macro_f1", "auc_roc"} & set(view)
+
+
+def evaluation_record(classification: dict) -> dict:
+    """An ok eval.json of a base-model cell, with every figure `summary.cell_row` reads."""
+    window = {"total_kwh": 1e-4, "net_kwh": 8e-5, "cpu_kwh": 5e-5, "gpu_kwh": 3e-5, "ram_kwh": 2e-5,
+              "emissions_kg": 1e-5}  # fmt: skip
+    figure = {"mean": 1.0, "ci95": 0.1, "n": 5, "cv": 0.01}
+    result = {
+        "infer_kwh": figure, "pass_energy": window, "prepare_energy": window, "batch_s": figure,
+        "tokens_per_repeat": 64, "prune": {"achieved": 0.0}, "kernel": {}, "speedup_vs_dense": None,
+        "wh_per_query": figure, "answer_tokens_per_query": 8.0, "answer_tokens": 64,
+        "quality": {"bleu": 0.1, "cosine": None},
+        "classification": classification, "energy": {"sources": {"cpu": "rapl"}, "tracking_mode": "process"},
+        "idle": {}, "j_per_token": figure, "tokens_per_s": figure, "repeats": [{"energy": window, "tokens": 64,
+        "generation_s": 1.0}], "peak_mem_mb": 10.0, "model_size_mb": 1.0, "peak_mem_kind": "rss",
+    }  # fmt: skip
+    cell = {"dataset": "qa", "model": "m", "bits": 32, "epochs": 0, "pruning": "none", "pruning_label": "none"}
+    return {"cell": cell, "status": "ok", "result": result}
+
+
+def test_a_skipped_view_leaves_the_summary_columns_blank_and_keeps_the_reason(tmp_path):
+    """The row's class columns are blank in summary.csv, and the reason rides along (summary.json) for the report."""
+    rows = [cell_row(evaluation_record({"skipped": "no labels: x"}), None),
+            cell_row(evaluation_record({"accuracy": 0.5, "macro_f1": 0.4, "auc_roc": 0.6}), None)]  # fmt: skip
+    assert rows[0]["classification_skipped"] == "no labels: x" and "classification_skipped" not in rows[1]
+    write_summary(rows, tmp_path / "summary.csv")
+    with open(tmp_path / "summary.csv") as handle:
+        written = list(csv.DictReader(handle))
+    assert [(r["accuracy"], r["macro_f1"], r["auc_roc"]) for r in written] == [("", "", ""), ("0.5", "0.4", "0.6")]
+    assert [(r["bleu"], r["cosine"]) for r in written] == [("0.1", ""), ("0.1", "")]  # None is blank, not "None"

@@ -459,3 +459,109 @@ def test_real_saf_data() -> None:
         assert example.prompt.endswith("\nFeedback:")
     first = json.loads((SAF_DIR / "train.jsonl").open().readline())
     assert splits.train[0].id == first["id"]
+
+
+# --- tickets without a resolution
+
+
+def test_tickets_without_resolution_target_the_cause_alone(tmp_path: Path) -> None:
+    rows = [{key: value for key, value in row.items() if key != "Action Taken"} for row in own_tickets(10)]
+    rows[3]["Action Taken"] = ""  # a JSONL row may still carry an empty one
+    columns = {key: value for key, value in OWN_COLUMNS.items() if key != "resolution"}
+    path = tmp_path / "mine.jsonl"
+    write_jsonl(path, rows)
+    examples = {e.id: e for e in all_examples(prepare_splits(tickets_cfg(path, columns=columns), {}))}
+    assert examples["row-1"].target == "Cause: cut number 0"
+    assert examples["row-4"].target == "Cause: cut number 3"
+    assert format_target("rca", {"cause": "a", "resolution": "b"}) == "Cause: a Fix: b"
+
+
+# --- the "text-pairs" kind
+
+ALARMS = [
+    {"alarm_report": f"LOS on port {i}", "diagnosis": f"fibre cut {i}", "fault_class": ("optical", "power")[i % 2],
+     "site": f"site-{i}"}
+    for i in range(40)
+]  # fmt: skip
+
+
+def pairs_cfg(path: Path, **extra: object) -> dict:
+    return {"kind": "text-pairs", "path": str(path), "prompt": "Alarm: {input} at {site}\nDiagnosis:",
+            "columns": {"input": "alarm_report", "target": "diagnosis", "label": "fault_class"}, "seed": 3,
+            **extra}  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_text_pairs_map_columns_and_fill_templates_from_any_column(tmp_path: Path, suffix: str) -> None:
+    path = write_table(tmp_path / f"alarms{suffix}", ALARMS)
+    splits = prepare_splits(pairs_cfg(path, target_template=" {target} ({label})"), {})
+    first = next(e for e in all_examples(splits) if e.id == "row-1")
+    assert first == Example(id="row-1", prompt="Alarm: LOS on port 0 at site-0\nDiagnosis:",
+                            target="fibre cut 0 (optical)", label="optical")  # fmt: skip
+    plain = prepare_splits(pairs_cfg(path), {})
+    assert next(e for e in all_examples(plain) if e.id == "row-1").target == "fibre cut 0"
+
+
+def test_text_pairs_with_labels_split_stratified(tmp_path: Path) -> None:
+    path = write_table(tmp_path / "alarms.jsonl", ALARMS)
+    splits = prepare_splits(pairs_cfg(path, split={"train": 0.6, "validation": 0.2, "test": 0.2}), {})
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (24, 8, 8)
+    for name, half in (("train", 12), ("validation", 4), ("test", 4)):
+        assert Counter(e.label for e in getattr(splits, name)) == {"optical": half, "power": half}, name
+    assert prepare_splits(pairs_cfg(path, seed=4), {}) != splits
+
+
+def test_text_pairs_label_is_optional(tmp_path: Path) -> None:
+    rows = [{"question": f"What is {i} plus one?", "answer": str(i + 1)} for i in range(20)]
+    path = write_table(tmp_path / "qa.jsonl", rows)
+    cfg = {"kind": "text-pairs", "path": str(path), "prompt": "Q: {input}\nA:",
+           "columns": {"input": "question", "target": "answer"}}  # fmt: skip
+    splits = prepare_splits(cfg, {})
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (16, 2, 2)
+    assert {e.label for e in all_examples(splits)} == {""}
+    assert sorted(e.target for e in all_examples(splits)) == sorted(str(i + 1) for i in range(20))
+    # the default columns: input, target (and label when the file has one)
+    write_table(tmp_path / "plain.csv", [{"id": f"q{i}", "input": f"x{i}", "target": f"y{i}"} for i in range(10)])
+    plain = prepare_splits({"kind": "text-pairs", "path": str(tmp_path / "plain.csv"), "prompt": "{input} ->"}, {})
+    assert sorted(e.id for e in all_examples(plain)) == [f"q{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize(("key", "template"), [("prompt", "Alarm: {input} on {vendor}"),
+                                               ("target_template", "{diagnosis} {vendor}")])
+def test_text_pairs_template_naming_a_missing_column_names_key_and_column(tmp_path: Path, key: str,
+                                                                          template: str) -> None:
+    path = write_table(tmp_path / "alarms.csv", ALARMS)
+    with pytest.raises(DatasetError) as excinfo:
+        prepare_splits(pairs_cfg(path, **{key: template}), {})
+    message = one_line_error(excinfo)
+    assert "alarms.csv" in message and f"'{key}' names column 'vendor'" in message
+    assert "its columns: alarm_report, diagnosis, fault_class, site" in message
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"columns": {"input": "alarm", "target": "diagnosis"}}, "column 'alarm': column missing (for field 'input')"),
+    ({"columns": {"input": "alarm_report", "target": "diagnosis", "category": "x"}}, "unknown fields ['category']"),
+    ({"prompt": "Alarm: {input[0]}"}, "'prompt' has the placeholder {input[0]}"),
+    ({"prompt": "Alarm: {input"}, "'prompt' is not a valid template"),
+    ({"prompt": ""}, "'prompt' must be a non-empty template"),
+])  # fmt: skip
+def test_text_pairs_bad_config_is_one_line(tmp_path: Path, change: dict, expected: str) -> None:
+    path = write_table(tmp_path / "alarms.jsonl", ALARMS)
+    with pytest.raises(DatasetError) as excinfo:
+        prepare_splits(pairs_cfg(path, **change), {})
+    assert expected in one_line_error(excinfo)
+    with pytest.raises(DatasetError, match="needs 'prompt'"):
+        prepare_splits({"kind": "text-pairs", "path": str(path)}, {})
+
+
+@pytest.mark.parametrize(("column", "row"), [("diagnosis", 5), ("alarm_report", 9), ("fault_class", 2)])
+def test_text_pairs_empty_required_value_names_row_and_column(tmp_path: Path, column: str, row: int) -> None:
+    rows = [dict(r) for r in ALARMS]
+    rows[row - 1][column] = " "
+    path = write_table(tmp_path / "alarms.csv", rows)
+    with pytest.raises(DatasetError) as excinfo:
+        prepare_splits(pairs_cfg(path), {})
+    message = one_line_error(excinfo)
+    assert "alarms.csv" in message and f"row {row}" in message and f"column '{column}'" in message
+    assert "empty required value" in message
+    assert "text-pairs" in DATASET_KINDS.names()

@@ -18,6 +18,7 @@ import yaml
 
 from joulebench import preflight
 from joulebench.data import DATASET_KINDS
+from joulebench.data.text_pairs import PAIR_FIELDS
 from joulebench.data.tickets import TICKET_FIELDS
 from joulebench.models import BITS, COMPUTE_DTYPES_4BIT, DTYPES_16, QUANT_TYPES_4BIT, Precision
 
@@ -71,6 +72,15 @@ def saf_folder(folder: Path, rows: dict[str, list[dict]] | None = None) -> Path:
 def tickets(config: dict, path: str) -> dict:
     config["datasets"] = {"t": {"kind": "tickets", "task": "rca", "path": path}}
     return config
+
+
+def _pairs_file(name: str, text: str, **extra: object) -> Callable[[dict, Path], dict]:
+    def mutate(config: dict, workdir: Path) -> dict:
+        config["datasets"] = {"p": {"kind": "text-pairs", "path": write(workdir / name, text), "prompt": "{input}:",
+                                    "columns": {"input": "q", "target": "a"}, **extra}}  # fmt: skip
+        return config
+
+    return mutate
 
 
 def saf(config: dict, source: str, **extra: object) -> dict:
@@ -269,8 +279,8 @@ CASES = [
          "datasets.saf.splits.test: '../secret' is not a split name"),
     # --- datasets ---
     Case("tickets-missing-file", lambda c, w: tickets(c, "missing.csv"), "{wd}/missing.csv: file not found"),
-    Case("tickets-missing-column", _tickets_file("t.csv", "cause,fix\na,b\n"),
-         "{wd}/t.csv, column 'resolution': column missing", "the file's columns: cause, fix"),
+    Case("tickets-missing-column", _tickets_file("t.csv", "resolution,fix\na,b\n"),
+         "{wd}/t.csv, column 'cause': column missing", "the file's columns: resolution, fix"),
     Case("tickets-empty-value", _tickets_file("t.csv", GOOD_CSV.replace("cause 3,", ",")),
          "{wd}/t.csv, row 4, column 'cause': empty required value"),
     Case("tickets-malformed-json", _tickets_file("t.jsonl", '{"cause": "a", "resolution": "b"}\n{"cause": \n'),
@@ -280,6 +290,10 @@ CASES = [
     Case("tickets-file-type", _tickets_file("t.txt", "cause,resolution\n"), "{wd}/t.txt: unknown file type"),
     Case("tickets-unknown-field", _tickets_file("t.csv", GOOD_CSV, columns={"severity": "sev"}),
          "datasets.t.columns.severity: not a key", "allowed: id, category"),
+    Case("text-pairs-template-column", _pairs_file("p.jsonl", '{"q": "a", "a": "b"}\n', prompt="{q} {topic}"),
+         "{wd}/p.jsonl: 'prompt' names column 'topic'", "its columns: q, a"),
+    Case("text-pairs-empty-value", _pairs_file("p.csv", "q,a\nx,y\nz,\n"),
+         "{wd}/p.csv, row 2, column 'a': empty required value"),
     Case("saf-split-file-missing", _saf_without_test, "{wd}/saf/test_unseen_answers.jsonl: no such split file",
          "splits in {wd}/saf: train, validation"),
     Case("saf-column-missing", _saf_rows("train", [SAF_ROW, {k: v for k, v in SAF_ROW.items() if k != "question"}]),
@@ -473,7 +487,11 @@ def test_the_schema_lists_what_the_code_accepts():
     props = schema["properties"]
     dataset = props["datasets"]["additionalProperties"]
     assert set(dataset["properties"]["kind"]["enum"]) == set(DATASET_KINDS.names())
-    assert tuple(dataset["properties"]["columns"]["propertyNames"]["enum"]) == TICKET_FIELDS
+    columns = {branch["if"]["properties"]["kind"]["const"]: branch["then"]["properties"]["columns"]
+               for branch in dataset["allOf"] if "columns" in branch["then"].get("properties", {})}  # fmt: skip
+    assert {kind: tuple(c["propertyNames"]["enum"]) for kind, c in columns.items()} == {
+        "tickets": TICKET_FIELDS, "text-pairs": PAIR_FIELDS}
+    assert dataset["properties"]["columns"]["propertyNames"]["enum"] == list(dict.fromkeys(TICKET_FIELDS + PAIR_FIELDS))
     assert tuple(props["bits"]["items"]["enum"]) == BITS
     training = props["training"]["properties"]
     assert tuple(training["dtype_16"]["enum"]) == DTYPES_16

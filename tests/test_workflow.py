@@ -13,6 +13,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,8 @@ def planned_jobs(workdir: Path, config: Path, snakefile: Path = ROOT / "Snakefil
 
 
 def run_grid(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "Snakefile",
-             env: dict[str, str] | None = None) -> list[dict[str, str]]:
+             env: dict[str, str] | None = None, blank: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The grid run to completion; every row ok with every figure filled, except the `blank` columns: empty."""
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     result = snakemake(workdir, config_path, *args, snakefile=snakefile, env=env)
@@ -100,7 +102,9 @@ def run_grid(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "
     assert len(rows) == len(unpruned_cells(config)) + len(merged_cells(config)) + len(pruned_cells(config, selected))
     for row in rows:
         assert row["status"] == "ok", row
-        assert all(row[c] != "" for c in ALWAYS_FILLED), {c: row[c] for c in ALWAYS_FILLED if row[c] == ""}
+        filled = [c for c in ALWAYS_FILLED if c not in blank]
+        assert all(row[c] != "" for c in filled), {c: row[c] for c in filled if row[c] == ""}
+        assert all(row[c] == "" for c in blank), {c: row[c] for c in blank}
         if row["is_reference"] == "0":
             assert all(row[c] != "" for c in TUNED_ONLY)
         check_ranges(row)
@@ -368,3 +372,57 @@ def test_micro_grid_on_real_saf_data(tmp_path):
         assert all(
             json.loads(line)["label"] in {"Correct", "Partially correct", "Incorrect"} for line in predictions
         )
+
+
+def qa_pairs() -> list[dict[str, str]]:
+    """Short English question/answer pairs, in a schema of their own (no id, no label)."""
+    capitals = {"France": "Paris", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "Egypt": "Cairo",
+                "Canada": "Ottawa", "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo", "Greece": "Athens",
+                "Chile": "Santiago", "Poland": "Warsaw", "Cuba": "Havana", "Ireland": "Dublin",
+                "Portugal": "Lisbon", "Austria": "Vienna", "Hungary": "Budapest", "Finland": "Helsinki"}  # fmt: skip
+    opposites = {"hot": "cold", "up": "down", "big": "small", "fast": "slow", "early": "late", "light": "dark",
+                 "open": "closed", "full": "empty", "high": "low", "old": "new", "wet": "dry", "hard": "soft"}
+    sounds = {"dog": "barks", "cat": "meows", "cow": "moos", "duck": "quacks", "lion": "roars", "sheep": "bleats",
+              "horse": "neighs", "owl": "hoots", "snake": "hisses", "bee": "buzzes"}  # fmt: skip
+    numbers = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+               "twelve"]  # fmt: skip
+    pairs = [(f"What is the capital of {country}?", f"The capital is {city}.") for country, city in capitals.items()]
+    pairs += [(f"What is the opposite of {word}?", f"The opposite is {other}.") for word, other in opposites.items()]
+    pairs += [(f"What sound does a {animal} make?", f"A {animal} {sound}.") for animal, sound in sounds.items()]
+    pairs += [(f"What is {numbers[a]} plus {numbers[b]}?", f"It is {numbers[a + b]}.")
+              for a in range(1, 7) for b in range(a, 7) if a + b <= 12]  # fmt: skip
+    return [{"question": question, "answer": answer} for question, answer in pairs]
+
+
+def test_a_text_pairs_file_without_labels_runs_the_grid_with_blank_class_figures(tmp_path):
+    """The fewest cells of the micro grid (base model, two fine-tunings, no pruning) on a JSONL file of
+    question/answer pairs mapped by `columns`: the run completes, and with no label the classification view is
+    skipped with its reason (eval.json, the report), its figures blank in summary.csv, never 1.0."""
+    pairs = qa_pairs()
+    assert 60 <= len(pairs) <= 100
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    config = micro_config()
+    config.update(bits=[32], epochs=[1, 2], top_k=1)
+    config["pruning"] = {**config["pruning"], "methods": []}
+    # Barely pretrained: on such short documents the tiny base soon learns to end every answer at once, and answers
+    # that are all empty have no quality to rank by.
+    config["models"]["tiny-llama"]["pretrain"]["steps"] = 1
+    config["datasets"] = {"qa": {
+        "kind": "text-pairs", "path": "qa.jsonl", "columns": {"input": "question", "target": "answer"},
+        "prompt": "Question: {input}\nAnswer:", "target_template": " {target}", "seed": 13,
+        "split": {"train": 0.7, "validation": 0.1, "test": 0.2}, "max_train": 48, "max_test": 8,
+    }}  # fmt: skip
+    rows = run_grid(tmp_path, config, blank=["accuracy", "macro_f1", "auc_roc"])
+    assert sorted((r["dataset"], r["epochs"]) for r in rows) == [("qa", "0"), ("qa", "1"), ("qa", "2")]
+
+    answers = {pair["answer"] for pair in pairs}
+    test = [json.loads(line) for line in (tmp_path / "results/data/qa/test.jsonl").read_text().splitlines()]
+    assert len(test) == 8 and all(e["label"] == "" and e["target"] in answers for e in test)
+    assert all(e["prompt"].startswith("Question: What ") and e["prompt"].endswith("?\nAnswer:") for e in test)
+    centroids = json.loads((tmp_path / "results/data/qa/class_centroids.json").read_text())
+    assert centroids["skipped"].startswith("no labels: ") and "centroids" not in centroids
+    for record in (tmp_path / "results/eval/qa").rglob("eval.json"):
+        assert json.loads(record.read_text())["result"]["classification"] == {"skipped": centroids["skipped"]}
+    text = " ".join(subprocess.run(["pdftotext", str(tmp_path / "results/report.pdf"), "-"], capture_output=True,
+                                   text=True, check=True).stdout.split())  # fmt: skip
+    assert "Accuracy, macro-F1 and AUC-ROC are blank for this dataset: no labels: " in text

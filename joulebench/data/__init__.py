@@ -133,4 +133,4 @@ def read_examples(path: str | os.PathLike[str]) -> list[Example]:
 
 
 # Imported last so that each kind module finds DATASET_KINDS defined when it registers itself.
-from joulebench.data import rca, saf, tickets  # noqa: E402, F401
+from joulebench.data import rca, saf, text_pairs, tickets  # noqa: E402, F401

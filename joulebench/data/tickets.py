@@ -1,4 +1,4 @@
-"""Dataset kind "tickets": a user's own fault tickets (CSV or JSONL); also the split every ticket set uses."""
+"""Dataset kind "tickets": a user's own fault tickets (CSV or JSONL); also the split every file-based kind uses."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from joulebench.prompts import format_prompt, format_target
 
 # The fields a ticket record has; each is a column of the same name unless cfg["columns"] maps it elsewhere.
 TICKET_FIELDS = ("id", "category", "error_codes", "symptoms", "logs", "metadata", "cause", "resolution")
-REQUIRED_FIELDS = ("cause", "resolution")
+REQUIRED_FIELDS = ("cause",)
 DEFAULT_SPLIT = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
 
@@ -83,10 +83,14 @@ def cell(value: object, path: Path, row: int, column: str) -> str:
 
 def split_tickets(tickets: list[dict[str, str]], cfg: dict) -> Splits:
     """Split by the fractions ``cfg["split"]``, stratified by category; Example.label is the category."""
+    return split_examples([ticket_example(ticket) for ticket in tickets], cfg)
+
+
+def split_examples(examples: list[Example], cfg: dict) -> Splits:
+    """Split by the fractions ``cfg["split"]``, stratified by Example.label (all "": a seeded shuffle)."""
     fractions = split_fractions(cfg.get("split", DEFAULT_SPLIT))
-    ordered = stratified_order(tickets, random.Random(cfg.get("seed", 0)))
-    n_train, n_validation, _ = split_sizes(len(ordered), fractions)
-    examples = [ticket_example(ticket) for ticket in ordered]
+    examples = stratified_order(examples, random.Random(cfg.get("seed", 0)))
+    n_train, n_validation, _ = split_sizes(len(examples), fractions)
     return Splits(
         train=examples[:n_train],
         validation=examples[n_train:n_train + n_validation],
@@ -112,23 +116,23 @@ def split_sizes(n: int, fractions: Mapping[str, float]) -> tuple[int, int, int]:
     return n - n_validation - n_test, n_validation, n_test
 
 
-def stratified_order(tickets: list[dict[str, str]], rng: random.Random) -> list[dict[str, str]]:
-    """Shuffle each category, then interleave the categories evenly.
+def stratified_order(examples: list[Example], rng: random.Random) -> list[Example]:
+    """Shuffle each label's examples, then interleave the labels evenly.
 
-    Every contiguous stretch of the result then holds each category in proportion to its size (within one
-    ticket), so cutting it into train/validation/test stratifies the split.
+    Every contiguous stretch of the result then holds each label in proportion to its size (within one
+    example), so cutting it into train/validation/test stratifies the split.
     """
-    groups: dict[str, list[dict[str, str]]] = {}
-    for ticket in tickets:
-        groups.setdefault(ticket["category"], []).append(ticket)
+    groups: dict[str, list[Example]] = {}
+    for example in examples:
+        groups.setdefault(example.label, []).append(example)
     keyed = []
     for name in sorted(groups):
         members = list(groups[name])
         rng.shuffle(members)
         tie_break = rng.random()
-        keyed += [((i + 0.5) / len(members), tie_break, ticket) for i, ticket in enumerate(members)]
+        keyed += [((i + 0.5) / len(members), tie_break, example) for i, example in enumerate(members)]
     keyed.sort(key=lambda entry: entry[:2])
-    return [ticket for *_, ticket in keyed]
+    return [example for *_, example in keyed]
 
 
 def ticket_example(ticket: dict[str, str]) -> Example:
