@@ -327,31 +327,35 @@ GRID_AXES = ("bits", "epochs")
 @dataclass(frozen=True)
 class CellSubset:
     """The (bits, epochs) cells a training variant, pruning setting, early exit or merge form applies to: the entry's
-    own `bits` and `epochs` lists, each a subset of the grid's; a list not given means all of the grid's values."""
+    own `bits` and `epochs` lists, each a subset of the grid's (a list not given: all of the grid's values). The same
+    setting listed in several entries applies to the union of their cells; `cells` None means every cell."""
 
-    bits: frozenset[int] | None = None
-    epochs: frozenset[int] | None = None
+    cells: frozenset[tuple[int, int]] | None = None
 
     def covers(self, bits: int, epochs: int) -> bool:
-        return (self.bits is None or bits in self.bits) and (self.epochs is None or epochs in self.epochs)
+        return self.cells is None or (bits, epochs) in self.cells
+
+    def union(self, other: CellSubset) -> CellSubset:
+        if self.cells is None or other.cells is None:
+            return CellSubset()
+        return CellSubset(self.cells | other.cells)
 
     @classmethod
     def split(cls, entry: Any, config: dict[str, Any]) -> tuple[CellSubset, Any]:
-        """The subset an entry names, and the entry without `bits` and `epochs`."""
+        """The cells an entry names, and the entry without `bits` and `epochs`."""
         if not isinstance(entry, dict) or not set(GRID_AXES) & set(entry):
             return cls(), entry
-        chosen: dict[str, frozenset[int]] = {}
+        chosen: dict[str, list[int]] = {}
         for axis in GRID_AXES:
-            if axis not in entry:
-                continue
-            values = entry[axis]
-            grid = {int(value) for value in config[axis]}
+            grid = [int(value) for value in config[axis]]
+            values = entry.get(axis, grid)
             if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
                 raise ValueError(f"{axis} must be a non-empty list of the grid's {axis} {sorted(grid)}, got {values!r}")
-            if outside := sorted(set(values) - grid):
+            if outside := sorted(set(values) - set(grid)):
                 raise ValueError(f"{axis} {outside} not in the grid's {axis} {sorted(grid)}")
-            chosen[axis] = frozenset(values)
-        return cls(**chosen), {key: value for key, value in entry.items() if key not in GRID_AXES}
+            chosen[axis] = values
+        cells = frozenset((bits, epochs) for bits in chosen["bits"] for epochs in chosen["epochs"])
+        return cls(cells), {key: value for key, value in entry.items() if key not in GRID_AXES}
 
 
 def training_variants(config: dict[str, Any]) -> dict[str, TrainVariant]:
@@ -413,11 +417,11 @@ Setting = TypeVar("Setting", TrainVariant, EarlyExit, Merge, Pruning)
 
 def _parsed(
     entries: list[Any], key: str, parse: Callable[[Any], list[Setting]], config: dict[str, Any]
-) -> list[tuple[Setting, CellSubset]]:
-    """The config list `key` parsed entry by entry (an entry may give several settings), each setting with the cells
-    its entry names; a ValueError names the entry at fault."""
-    parsed: list[tuple[Setting, CellSubset]] = []
-    seen: set[str] = set()
+) -> dict[str, tuple[Setting, CellSubset]]:
+    """The config list `key` parsed entry by entry (an entry may give several settings), each setting's id → the
+    setting and the cells its entries name; a ValueError names the entry at fault. A setting may be listed again only
+    for other cells (`bits`, `epochs`)."""
+    parsed: dict[str, tuple[Setting, CellSubset]] = {}
     for index, entry in enumerate(entries):
         try:
             subset, rest = CellSubset.split(entry, config)
@@ -425,34 +429,33 @@ def _parsed(
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{key}[{index}]: {error}") from None
         for setting in settings:
-            if setting.id in seen:
-                raise ValueError(f"{key}[{index}]: {setting.label!r} is listed twice")
-            seen.add(setting.id)
-            parsed.append((setting, subset))
+            if setting.id in parsed:
+                earlier = parsed[setting.id][1]
+                if earlier.cells is None or subset.cells is None or earlier.cells & subset.cells:
+                    raise ValueError(f"{key}[{index}]: {setting.label!r} is listed twice for the same cells")
+                subset = earlier.union(subset)
+            parsed[setting.id] = (setting, subset)
     return parsed
 
 
 def _settings_by_id(
     entries: list[Any], key: str, parse: Callable[[Any], list[Setting]], config: dict[str, Any]
 ) -> dict[str, Setting]:
-    return {setting.id: setting for setting, _ in _parsed(entries, key, parse, config)}
+    return {name: setting for name, (setting, _) in _parsed(entries, key, parse, config).items()}
 
 
 def _subsets_by_id(
     entries: list[Any], key: str, parse: Callable[[Any], list[Setting]], config: dict[str, Any]
 ) -> dict[str, CellSubset]:
-    return {setting.id: subset for setting, subset in _parsed(entries, key, parse, config)}
+    return {name: subset for name, (_, subset) in _parsed(entries, key, parse, config).items()}
 
 
-def pruning_setting(index: int, entry: dict[str, Any], earlier: dict[str, Pruning]) -> Pruning:
-    """Entry `index` of `pruning.methods`, given the settings of the entries before it; a ValueError names it."""
+def pruning_setting(index: int, entry: dict[str, Any]) -> Pruning:
+    """Entry `index` of `pruning.methods` on its own; a ValueError names it."""
     try:
-        pruning = _pruning({key: value for key, value in entry.items() if key not in GRID_AXES})[0]
+        return _pruning({key: value for key, value in entry.items() if key not in GRID_AXES})[0]
     except (KeyError, ValueError) as error:
         raise ValueError(f"pruning.methods[{index}]: {error}") from None
-    if pruning.id in earlier:
-        raise ValueError(f"pruning.methods[{index}]: {pruning.label!r} is listed twice")
-    return pruning
 
 
 def prunes_all(config: dict[str, Any]) -> bool:

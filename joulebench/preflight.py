@@ -560,7 +560,7 @@ def grid_problems(config: Mapping[str, Any], ok: Callable[..., bool],
     problems = []
     methods = _at(config, ("pruning", "methods"))
     if isinstance(methods, list):
-        problems += pruning_problems(methods, dims, ok)
+        problems += pruning_problems(config, methods, dims, ok)
     problems += technique_problems(config, dims, ok)
     training = _at(config, ("training",))
     cells = _at(config, ("training", "cells"))
@@ -606,25 +606,24 @@ def grid_problems(config: Mapping[str, Any], ok: Callable[..., bool],
     return problems
 
 
-def pruning_problems(methods: Sequence[Mapping[str, Any]], dims: Mapping[str, Mapping[str, Any]],
-                     ok: Callable[..., bool]) -> list[str]:  # fmt: skip
-    """Each entry through the same code the workflow uses (cells.pruning_setting, prune.check_setting)."""
+def pruning_problems(config: Mapping[str, Any], methods: Sequence[Mapping[str, Any]],
+                     dims: Mapping[str, Mapping[str, Any]], ok: Callable[..., bool]) -> list[str]:  # fmt: skip
+    """Each entry through the same code the workflow uses (cells.pruning_setting, prune.check_setting), then the list
+    as a whole (cells.pruning_settings: the same setting twice for the same cells, `bits`/`epochs` off the grid)."""
     if not methods:
         return []
-    from joulebench.cells import Pruning, pruning_setting
+    from joulebench.cells import pruning_setting, pruning_settings
     from joulebench.prune import check_setting  # registers every method (imports torch)
 
     problems = []
-    earlier: dict[str, Pruning] = {}
     for index, entry in enumerate(methods):
         if not ok("pruning", "methods", index):
             continue
         try:
-            setting = pruning_setting(index, dict(entry), earlier)
+            setting = pruning_setting(index, dict(entry))
         except ValueError as error:
             problems.append(" ".join(str(error).split()))
             continue
-        earlier[setting.id] = setting
         try:
             check_setting(setting)
         except ValueError as error:
@@ -639,6 +638,11 @@ def pruning_problems(methods: Sequence[Mapping[str, Any]], dims: Mapping[str, Ma
                     problems.append(f"pruning.methods[{index}]: {setting.n}:{setting.m} needs each pruned layer's "
                                     f"input size divisible by {setting.m}; models.{name} has {size} "
                                     f"{value}")  # fmt: skip
+    if not problems and ok("bits") and ok("epochs"):
+        try:
+            pruning_settings(dict(config))
+        except ValueError as error:
+            problems.append(" ".join(str(error).split()))
     return problems
 
 
