@@ -28,15 +28,21 @@ def utc(timestamp: float) -> str:
 
 
 @contextlib.contextmanager
-def job_context(log: str | Path, threads: int, gpus: int = 0, image: str | None = None) -> Iterator[None]:
+def job_context(log: str | Path, threads: int, gpus: int = 0, image: str | None = None,
+                energy: str | None = None) -> Iterator[None]:  # fmt: skip
     """Send the job's output (progress bars included) to its log, pin its threads, give it a GPU of its own (on a
     multi-GPU server without a scheduler), forbid the network. `image`: the rule's `image` param (the workflow's
-    container identity as JSON, null on the host), which the job's provenance records."""
+    container identity as JSON, null on the host), which the job's provenance records. `energy`: a measured job's
+    energy settings (JSON), whose meters then set up while the job imports its libraries."""
     from joulebench.gpu_slots import claim_gpu, pin_device_order
 
     pin_device_order()  # CUDA numbers the GPUs as NVML does (PCI bus order), before CUDA starts
     if gpus:
         claim_gpu()
+    if energy:
+        from joulebench.energy import prewarm
+
+        prewarm(json.loads(energy))
     import torch
 
     from joulebench.models import offline_environment

@@ -131,6 +131,7 @@ rule finalists:
         record="results/finalists/{dataset}/finalists.json",
     params:
         config=lambda w: canonical({key: config[key] for key in config if key != "datasets"}),
+        energy=ENERGY,
         software=SOFTWARE,
         image=IMAGE,
     threads: MEASURED_THREADS

@@ -24,7 +24,18 @@ def test_default_grid_covers_the_acceptance_grid(config):
     assert config["pruning"]["select"] == "top_k" and not cells.prunes_all(config)
 
 
+def full_cross_product(config):
+    """The config with every setting applied to every (bits, epochs) cell, and one requantize merge form."""
+    config = copy.deepcopy(config)
+    for entry in [*config["training_variants"], *config["pruning"]["methods"], *config["early_exit"]]:
+        entry.pop("bits", None), entry.pop("epochs", None)
+    config["training_variants"] = list({json.dumps(e, sort_keys=True): e for e in config["training_variants"]}.values())
+    config["merge"] = ["requantize"]
+    return config
+
+
 def test_one_eval_cell_per_finetune_cell_and_pruning_plus_references(config):
+    config = full_cross_product(config)
     tuned = cells.finetune_cells(config)
     evaluated = cells.eval_cells(config)
     n_prune = len(cells.post_training_variants(config))
@@ -43,7 +54,45 @@ def test_one_eval_cell_per_finetune_cell_and_pruning_plus_references(config):
     assert len(unpruned) == len(tuned) + len(references) and all(c.pruning == "none" for c in unpruned)
 
 
+def test_a_setting_applies_to_the_cells_its_bits_and_epochs_name(config):
+    config = full_cross_product(config)
+    config["bits"], config["epochs"] = [4, 8, 16, 32], [1, 2]
+    config["training_variants"] = [
+        {"precision": "32-true", "epochs": [2]},
+        {"precision": "32-true", "bits": [16], "epochs": [1]},
+        {"precision": "bf16-mixed", "sparsity": {"method": "gradual", "target": 0.5}, "bits": [16]},
+    ]
+    config["pruning"]["methods"] = [{"method": "magnitude", "ratio": 0.3}, {"method": "wanda", "n": 2, "m": 4,
+                                                                            "bits": [32]}]  # fmt: skip
+    config["early_exit"] = [{"threshold": 0.5, "epochs": [1]}]
+    config["merge"] = [{"form": "requantize", "bits": [4]}]
+    tuned = {(c.training, c.bits, c.epochs) for c in cells.finetune_cells(config)}
+    assert tuned == {("32-true_dense", b, 2) for b in (4, 8, 16, 32)} | {("32-true_dense", 16, 1)} | {
+        ("bf16-mixed_gradual50", 16, e) for e in (1, 2)}  # fmt: skip
+    assert {(c.bits, c.epochs, c.pruning) for c in cells.merged_cells(config)} == {(4, 2, "merge-requantize")}
+    selected = [cells.FinetuneCell("rca", "tiny-llama", bits, epochs) for bits, epochs in ((16, 1), (32, 2))]
+    pruned = {(c.bits, c.epochs, c.pruning) for c in cells.pruned_cells(config, selected)}
+    assert pruned == {(16, 1, "magnitude30"), (16, 1, "exit50"), (32, 2, "magnitude30"), (32, 2, "wanda2of4")}
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([{"precision": "32-true", "bits": [12]}], "training_variants[0]: bits [12] not in the grid's bits"),
+        ([{"precision": "32-true", "epochs": []}], "training_variants[0]: epochs must be a non-empty list"),
+        ([{"precision": "32-true", "epochs": [2]}, {"precision": "32-true", "bits": [16]}],
+         "training_variants[1]: '32-true' is listed twice for the same cells"),
+    ],
+)
+def test_a_setting_naming_cells_off_the_grid_or_twice_is_refused(config, entries, message):
+    config["bits"], config["epochs"] = [4, 8, 16, 32], [1, 2]
+    config["training_variants"] = entries
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cells.finetune_cells(config)
+
+
 def test_pruned_cells_are_the_selected_cells_times_the_methods(config, tmp_path):
+    config = full_cross_product(config)
     chosen = cells.finetune_cells(config)[:2]
     selection = tmp_path / "rca.json"
     entries = [{"model": c.model, "training": c.training, "bits": c.bits, "epochs": c.epochs} for c in chosen]
@@ -55,6 +104,7 @@ def test_pruned_cells_are_the_selected_cells_times_the_methods(config, tmp_path)
 
 
 def test_adding_an_epoch_only_adds_paths(config):
+    config = full_cross_product(config)
     before = {c.dir for c in cells.eval_cells(config)}
     bigger = copy.deepcopy(config)
     bigger["epochs"].append(7)
@@ -107,7 +157,8 @@ def test_duplicate_or_none_pruning_is_refused(config):
 
 def test_training_variants_and_early_exits_are_grid_values(config):
     variants = cells.training_variants(config)
-    assert cells.REFERENCE_TRAINING.id in variants and len(variants) == len(config["training_variants"])
+    assert cells.REFERENCE_TRAINING.id in variants
+    assert len(variants) == len({(e.get("precision"), json.dumps(e.get("sparsity"))) for e in config["training_variants"]})
     assert cells.training_variants({}) == {cells.REFERENCE_TRAINING.id: cells.REFERENCE_TRAINING}
     lottery = cells.TrainVariant.from_config(
         {"precision": "16-mixed", "sparsity": {"method": "lottery", "rounds": 2, "rate": 0.3, "rewind_epoch": 1}}

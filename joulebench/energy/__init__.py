@@ -15,9 +15,10 @@ from joulebench.energy.core import (
     is_measured,
     measured,
     open_monitor,
+    prewarm,
 )
 
 __all__ = [
     "COMPONENTS", "JOULES_PER_KWH", "METERS", "EnergyMonitor", "EnergySettings", "IdleBaseline", "Meter", "Reading",
-    "WindowEnergy", "is_measured", "measured", "open_monitor",
+    "WindowEnergy", "is_measured", "measured", "open_monitor", "prewarm",
 ]  # fmt: skip

@@ -31,27 +31,33 @@ class CodeCarbonMeter:
 
     def __init__(self, settings: EnergySettings, tracker: Any | None = None) -> None:
         """`tracker` is for tests; by default an offline tracker is built from `settings`."""
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        if tracker is None:
-            from codecarbon import OfflineEmissionsTracker
-
-            tracker = OfflineEmissionsTracker(
-                country_iso_code=settings.country_iso_code,
-                region=settings.region,
-                measure_power_secs=settings.measure_power_secs,
-                pue=1.0,
-                tracking_mode=settings.tracking_mode,
-                gpu_ids=visible_nvml_indices(),
-                save_to_file=False,
-                log_level="error",
-                allow_multiple_runs=True,
-            )
-            tracker._ensure_hardware_ready()
-        self._tracker = tracker
+        self._tracker = tracker if tracker is not None else self.prewarm(settings)
         self._lock = threading.RLock()  # re-entrant: a locked measurement may be asked for from inside another
         self._measure: Callable[[], None] = tracker._measure_power_and_energy
         self._serialize_measurements()
         self.sources, self.scopes = self._components(settings.tracking_mode)
+
+    @staticmethod
+    def prewarm(settings: EnergySettings) -> Any:
+        """An offline tracker for `settings` with its hardware detected. CodeCarbon keeps what it detected for the
+        life of the process (keyed by these settings), so a call on a background thread while the job imports its
+        libraries lets the meter built later skip the detection (py-cpuinfo's CPUID subprocess: over a second)."""
+        from codecarbon import OfflineEmissionsTracker
+
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        tracker = OfflineEmissionsTracker(
+            country_iso_code=settings.country_iso_code,
+            region=settings.region,
+            measure_power_secs=settings.measure_power_secs,
+            pue=1.0,
+            tracking_mode=settings.tracking_mode,
+            gpu_ids=visible_nvml_indices(),
+            save_to_file=False,
+            log_level="error",
+            allow_multiple_runs=True,
+        )
+        tracker._ensure_hardware_ready()
+        return tracker
 
     def _serialize_measurements(self) -> None:
         def locked_measure() -> None:

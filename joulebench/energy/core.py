@@ -11,6 +11,7 @@ emissions = energy × grid carbon intensity × PUE.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -267,6 +268,16 @@ def measured(config: dict[str, Any]) -> Iterator[EnergyMonitor]:
         if settings.idle_seconds > 0:
             monitor.measure_idle(settings.idle_seconds)
         yield monitor
+
+
+def prewarm(config: dict[str, Any]) -> None:
+    """Start the set-up of each configured meter that offers one (`prewarm(settings)`) on a daemon thread: it then
+    overlaps the job's imports, which come before any window, instead of delaying the first window."""
+    settings = EnergySettings.from_config(config)
+    for name in settings.meters:
+        warm = getattr(METERS.get(name), "prewarm", None) if name in METERS else None
+        if warm is not None:
+            threading.Thread(target=warm, args=(settings,), name=f"prewarm-{name}", daemon=True).start()
 
 
 def open_monitor(config: dict[str, Any]) -> EnergyMonitor:
