@@ -43,7 +43,7 @@ TARGETS = {  # (figure in bench.json, comparison, target)
     "P2": ("wall_s", "<=", 3.0),
     "P3": ("wall_s", "<=", 10.0),
     "P4": ("ratio", ">=", 0.95),
-    "P5": ("wall_s", "<=", 600.0),
+    "P5": ("wall_s", "<=", 480.0),
 }
 README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -80,6 +80,22 @@ def loop_seconds(rule: str, record: dict[str, Any]) -> float:
     return float(result.get("generation_loop_s" if rule in GENERATING_RULES else "loop_s", 0.0))
 
 
+def overlapping_spans(found: list[tuple[str, dict[str, Any]]]) -> int:
+    """How many measured jobs held the machine's measurement lock while an earlier one still held it (from each
+    record's `provenance.measurement.exclusive` span): 0 when no two jobs' measured windows overlapped."""
+    spans = sorted(
+        (float(held["held_from_utc"]), float(held["held_until_utc"]))
+        for _, record in found
+        if (held := record.get("provenance", {}).get("measurement", {}).get("exclusive", {})).get("held_from_utc")
+        is not None
+    )
+    overlaps, until = 0, float("-inf")
+    for start, end in spans:
+        overlaps += start < until
+        until = max(until, end)
+    return overlaps
+
+
 def run_default(config: Path, workdir: Path) -> dict[str, Any]:
     """P5 and P1: the config from scratch, then where the machine's core-time went."""
     shutil.rmtree(workdir, ignore_errors=True)
@@ -87,7 +103,8 @@ def run_default(config: Path, workdir: Path) -> dict[str, Any]:
     wall, output = snakemake(workdir, config, "--cores", "all")
     cores = os.cpu_count() or 1
     per_rule: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for rule, record in records(workdir):
+    found = records(workdir)
+    for rule, record in found:
         provenance = record.get("provenance", {})
         threads = int(provenance.get("threads", 1))
         row = per_rule[rule]
@@ -102,7 +119,8 @@ def run_default(config: Path, workdir: Path) -> dict[str, Any]:
     core_s = wall * cores
     jobs = re.findall(r"(\d+) of (\d+) steps \(100%\) done", output)
     return {
-        "P5": {"wall_s": wall, "jobs": int(jobs[-1][1]) if jobs else None, "cores": cores},
+        "P5": {"wall_s": wall, "jobs": int(jobs[-1][1]) if jobs else None, "cores": cores,
+               "measured_jobs": len(found), "overlapping_measured_jobs": overlapping_spans(found)},
         "P1": {
             "overhead": 1 - loops / core_s,
             "core_s": core_s,
@@ -259,6 +277,8 @@ def judge(bench: dict[str, Any]) -> None:
             value = bench[key][figure]
             bench[key]["met"] = value <= target if sign == "<=" else value >= target
             bench[key]["target"] = f"{sign} {target}"
+    if "P5" in bench:  # the default run counts only with its measured windows alone
+        bench["P5"]["met"] = bench["P5"]["met"] and bench["P5"].get("overlapping_measured_jobs") == 0
 
 
 def machine() -> str:
@@ -273,7 +293,9 @@ def table(bench: dict[str, Any]) -> str:
         "P3": (f"dry run, {(bench.get('P3') or {}).get('evaluated_cells')} evaluated cells",
                lambda b: f"{b['wall_s']:.1f} s"),
         "P4": ("harness / bare `generate` throughput", lambda b: f"{b['ratio']:.3f}"),
-        "P5": (f"default run, {(bench.get('P5') or {}).get('jobs')} jobs", lambda b: f"{b['wall_s'] / 60:.1f} min"),
+        "P5": (f"default run, {(bench.get('P5') or {}).get('jobs')} jobs, measured windows alone",
+               lambda b: f"{b['wall_s'] / 60:.1f} min ({b.get('overlapping_measured_jobs')} of "
+                         f"{b.get('measured_jobs')} measured jobs overlapped another)"),
     }  # fmt: skip
     rows = ["| | what | measured | target | met |", "|---|---|---|---|---|"]
     for key, (_, sign, target) in TARGETS.items():

@@ -22,7 +22,8 @@ def test_the_dry_run_grid_is_valid_and_has_a_thousand_evaluated_cells(tmp_path):
 
 def test_the_table_says_which_targets_were_missed():
     bench = {"machine": "m", "date": "d", "commit": "c", "P1": {"overhead": 0.405}, "P2": {"wall_s": 1.8},
-             "P4": {"ratio": 0.95}, "P5": {"wall_s": 1014.0, "jobs": 57}}  # fmt: skip
+             "P4": {"ratio": 0.95}, "P5": {"wall_s": 1014.0, "jobs": 57, "measured_jobs": 30,
+                                                          "overlapping_measured_jobs": 0}}  # fmt: skip
     module = harness()
     module.judge(bench)
     assert [bench[key]["met"] for key in ("P1", "P2", "P4", "P5")] == [False, True, True, False]
@@ -30,5 +31,20 @@ def test_the_table_says_which_targets_were_missed():
     assert lines[2] == "| P1 | harness overhead on the default config | 40.5% | <= 10% | no |"
     assert lines[3] == "| P2 | no-op re-run | 1.8 s | <= 3 s | yes |"
     assert lines[4] == "| P4 | harness / bare `generate` throughput | 0.950 | >= 0.95 | yes |"
-    assert lines[5] == "| P5 | default run, 57 jobs | 16.9 min | <= 10 min | no |"
+    assert lines[5] == ("| P5 | default run, 57 jobs, measured windows alone | 16.9 min (0 of 30 measured jobs "
+                        "overlapped another) | <= 8 min | no |")
     assert lines[-1] == "Measured d on m, commit c."
+    fast = {"P5": {"wall_s": 420.0, "jobs": 31, "measured_jobs": 30, "overlapping_measured_jobs": 1}}
+    module.judge(fast)
+    assert fast["P5"]["met"] is False  # in time, but two jobs' measured windows overlapped
+
+
+def test_overlapping_measured_spans_are_counted():
+    def held(start, end):
+        return ("evaluate", {"provenance": {"measurement": {"exclusive": {"held_from_utc": start,
+                                                                          "held_until_utc": end}}}})  # fmt: skip
+
+    module = harness()
+    assert module.overlapping_spans([held(0, 10), held(10, 20), held(25, 30)]) == 0
+    assert module.overlapping_spans([held(0, 10), held(5, 8), held(9, 12), held(30, 31)]) == 2
+    assert module.overlapping_spans([("finetune", {"provenance": {}})]) == 0
