@@ -31,7 +31,9 @@ class CodeCarbonMeter:
 
     def __init__(self, settings: EnergySettings, tracker: Any | None = None) -> None:
         """`tracker` is for tests; by default an offline tracker is built from `settings`."""
-        self._tracker = tracker if tracker is not None else self.prewarm(settings)
+        if tracker is None:
+            tracker = self.prewarm(settings)
+        self._tracker = tracker
         self._lock = threading.RLock()  # re-entrant: a locked measurement may be asked for from inside another
         self._measure: Callable[[], None] = tracker._measure_power_and_energy
         self._serialize_measurements()
