@@ -22,6 +22,12 @@ def test_default_grid_covers_the_acceptance_grid(config):
     assert {s.method for s in settings} >= {"magnitude", "wanda", "sparsegpt"}
     assert any(s.is_nm and (s.n, s.m) == (2, 4) for s in settings) and any(not s.is_nm for s in settings)
     assert config["pruning"]["select"] == "top_k" and not cells.prunes_all(config)
+    tuned = cells.finetune_cells(config)
+    assert {c.bits for c in tuned} == {4, 8, 16, 32} and len({c.epochs for c in tuned}) >= 2
+    variants = cells.training_variants(config)
+    assert any(v.precision != "32-true" and v.sparsity.method != "dense" for v in variants.values())
+    assert {"magnitude30", "magnitude2of4", "wanda2of4", "sparsegpt2of4"} <= set(cells.pruning_settings(config))
+    assert cells.early_exit_settings(config) and config["lifecycle"]["queries"] > 0
 
 
 def full_cross_product(config):
@@ -158,7 +164,8 @@ def test_duplicate_or_none_pruning_is_refused(config):
 def test_training_variants_and_early_exits_are_grid_values(config):
     variants = cells.training_variants(config)
     assert cells.REFERENCE_TRAINING.id in variants
-    assert len(variants) == len({(e.get("precision"), json.dumps(e.get("sparsity"))) for e in config["training_variants"]})
+    listed = {(e.get("precision"), json.dumps(e.get("sparsity"))) for e in config["training_variants"]}
+    assert len(variants) == len(listed)
     assert cells.training_variants({}) == {cells.REFERENCE_TRAINING.id: cells.REFERENCE_TRAINING}
     lottery = cells.TrainVariant.from_config(
         {"precision": "16-mixed", "sparsity": {"method": "lottery", "rounds": 2, "rate": 0.3, "rewind_epoch": 1}}

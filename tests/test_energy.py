@@ -578,3 +578,36 @@ def test_a_job_without_gpus_of_its_own_shares_the_gpu_figure(monkeypatch, visibl
     assert monitor.scopes["gpu"] == ("machine-wide" if visible is None else "device")
     assert len(monitor.meter_of("gpu").devices) == (2 if visible is None else 1)
     assert "(shared)" not in open_monitor({**config, "allow_overlap": False}).sources["gpu"]
+
+
+def test_prewarm_detects_codecarbon_s_hardware_on_a_thread_that_the_meter_then_reuses(monkeypatch):
+    """`energy.prewarm` (a job's first step) runs CodeCarbon's hardware detection on a daemon thread; the meter built
+    afterwards, with the same settings, finds it done (CodeCarbon's per-process cache) instead of detecting again."""
+    import threading
+
+    from codecarbon.core import hardware_cache
+
+    from joulebench.energy import prewarm
+    from joulebench.energy.codecarbon_meter import CodeCarbonMeter
+
+    hardware_cache.clear_cache()
+    detections = []
+    original = hardware_cache.get_or_run_setup
+
+    def counted(resource_tracker, setup_fn):
+        def setup():
+            detections.append(threading.current_thread().name)
+            setup_fn()
+
+        return original(resource_tracker, setup)
+
+    monkeypatch.setattr("codecarbon.core.resource_tracker.get_or_run_setup", counted)
+    config = {"meters": ["rapl", "codecarbon"], "measure_power_secs": 3600}
+    prewarm(config)
+    warming = [t for t in threading.enumerate() if t.name == "prewarm-codecarbon"]
+    assert warming and warming[0].daemon
+    warming[0].join(timeout=60)
+    meter = CodeCarbonMeter(EnergySettings.from_config(config))
+    assert detections == ["prewarm-codecarbon"]
+    meter.start()
+    meter.stop()
