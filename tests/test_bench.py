@@ -37,7 +37,8 @@ def test_the_table_says_which_targets_were_missed():
     fast = {"P5": {"wall_s": 420.0, "jobs": 31, "measured_jobs": 30, "overlapping_measured_jobs": 1}}
     module.judge(fast)
     assert fast["P5"]["met"] is False  # in time, but two jobs' measured windows overlapped
-    partial = {"P5": {"wall_s": 420.0, "jobs": 31, "measured_jobs": 30, "overlapping_measured_jobs": 0,
+    partial = {"machine": "m", "date": "d", "commit": "c",
+               "P5": {"wall_s": 420.0, "jobs": 31, "measured_jobs": 30, "overlapping_measured_jobs": 0,
                       "techniques_shown": {"wanda": True, "early exit": False}}}  # fmt: skip
     module.judge(partial)
     assert partial["P5"]["met"] is False and "not shown: early exit" in module.table(partial)
