@@ -103,17 +103,17 @@ def techniques_shown(workdir: Path) -> dict[str, bool]:
         rows = list(csv.DictReader(lines))
     report = (workdir / "results" / "report.html").read_text()
     tuned = [r for r in rows if r.get("is_reference") not in ("True", "true", "1")]
-    variants = {r.get("pruning") for r in tuned}
+    variants = {r.get("pruning", "") for r in tuned}  # the variants' labels: "magnitude 30%", "wanda 2:4", ...
     return {
         "bits 4/8/16/32": {r.get("bits") for r in tuned} >= {"4", "8", "16", "32"},
         "two epoch values": len({r.get("epochs") for r in tuned}) >= 2,
-        "magnitude unstructured": any(v and v.startswith("magnitude") and "of" not in v for v in variants),
-        "magnitude 2:4": "magnitude2of4" in variants,
-        "wanda": any(v and v.startswith("wanda") for v in variants),
-        "sparsegpt": any(v and v.startswith("sparsegpt") for v in variants),
+        "magnitude unstructured": any(re.fullmatch(r"magnitude \d+%( \(global\))?", v) for v in variants),
+        "magnitude 2:4": "magnitude 2:4" in variants,
+        "wanda": any(v.startswith("wanda ") for v in variants),
+        "sparsegpt": any(v.startswith("sparsegpt ") for v in variants),
         "mixed-precision sparse training": any(r.get("training", "").split("_")[0] != "32-true"
                                                and not r.get("training", "").endswith("_dense") for r in tuned),
-        "early exit": any(v and v.startswith("exit") for v in variants),
+        "early exit": any(v.startswith("early exit ") for v in variants),
         "lifecycle table": 'class="lifecycle' in report,
         "paired finalists": 'class="finalists"' in report,
     }  # fmt: skip

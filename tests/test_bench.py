@@ -53,3 +53,26 @@ def test_overlapping_measured_spans_are_counted():
     assert module.overlapping_spans([held(0, 10), held(10, 20), held(25, 30)]) == 0
     assert module.overlapping_spans([held(0, 10), held(5, 8), held(9, 12), held(30, 31)]) == 2
     assert module.overlapping_spans([("finetune", {"provenance": {}})]) == 0
+
+
+def test_the_techniques_the_default_must_show_are_read_from_the_summary_and_report(tmp_path):
+    from joulebench.cells import EarlyExit, Pruning
+
+    labels = [Pruning("magnitude", ratio=0.3).label, Pruning("magnitude", n=2, m=4).label,
+              Pruning("wanda", n=2, m=4).label, Pruning("sparsegpt", n=2, m=4).label,
+              EarlyExit.expand({"threshold": 0.5})[0].label]  # fmt: skip
+    rows = [("1", "32-true_dense", 32, 0, "none"), ("0", "32-true_dense", 4, 2, "none"),
+            ("0", "32-true_dense", 8, 2, "none"), ("0", "32-true_dense", 16, 1, "none"),
+            ("0", "bf16-mixed_gradual50", 16, 2, "none"), ("0", "32-true_dense", 32, 2, "none"),
+            *(("0", "32-true_dense", 16, 2, label) for label in labels)]  # fmt: skip
+    results = tmp_path / "results"
+    results.mkdir()
+    lines = ["is_reference,training,bits,epochs,pruning", *(",".join(map(str, row)) for row in rows)]
+    (results / "summary.csv").write_text("\n".join(lines) + "\n")
+    (results / "report.html").write_text('<section class="lifecycle new-page"></section><table class="finalists">')
+    module = harness()
+    assert all(module.techniques_shown(tmp_path).values())
+    (results / "summary.csv").write_text("\n".join(line for line in lines if "2:4" not in line and "exit" not in line))
+    (results / "report.html").write_text("<p>no tables</p>")
+    missing = {name for name, shown in module.techniques_shown(tmp_path).items() if not shown}
+    assert missing == {"magnitude 2:4", "wanda", "sparsegpt", "early exit", "lifecycle table", "paired finalists"}
