@@ -616,8 +616,10 @@ def pruning_problems(config: Mapping[str, Any], methods: Sequence[Mapping[str, A
     from joulebench.prune import check_setting  # registers every method (imports torch)
 
     problems = []
+    every_entry_valid = True
     for index, entry in enumerate(methods):
         if not ok("pruning", "methods", index):
+            every_entry_valid = False  # its schema problem is reported already
             continue
         try:
             setting = pruning_setting(index, dict(entry))
@@ -638,7 +640,7 @@ def pruning_problems(config: Mapping[str, Any], methods: Sequence[Mapping[str, A
                     problems.append(f"pruning.methods[{index}]: {setting.n}:{setting.m} needs each pruned layer's "
                                     f"input size divisible by {setting.m}; models.{name} has {size} "
                                     f"{value}")  # fmt: skip
-    if not problems and ok("bits") and ok("epochs"):
+    if not problems and every_entry_valid and ok("bits") and ok("epochs"):
         try:
             pruning_settings(dict(config))
         except ValueError as error:

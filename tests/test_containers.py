@@ -428,7 +428,9 @@ def test_make_image_without_apptainer_says_why_in_one_line(tmp_path):
     if make is None:
         pytest.skip("no make")
     out = tmp_path / "joulebench.sif"
-    env = {**os.environ, "PATH": str(tmp_path)}  # nothing on PATH: no apptainer, no singularity
+    # nothing on PATH: no apptainer, no singularity; and not a sub-make of `make test` (no "Entering directory" lines)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")},
+           "PATH": str(tmp_path)}  # fmt: skip
     result = subprocess.run([make, "image", f"IMAGE={out}"], cwd=ROOT, capture_output=True, text=True, env=env)
     lines = (result.stdout + result.stderr).splitlines()
     assert result.returncode != 0 and len(lines) == 1, lines
