@@ -264,9 +264,10 @@ def add_uncertainty(
     `verdict_<m>`), of a pruned cell's ρ against its unpruned parent (`delta_parent_rho`, ...), and how often each
     cell ranks first when the test items are resampled and, with `energy_floor` (a row's energy noise floor), each
     cell's energy redrawn within it: over all tuned cells (`p_first`) and over the unpruned ones that the top-k
-    selection ranked (`finetune_p_first`). Cells without per-item scores are left without them; a
-    metric with an item without a value (a rescaled score whose floor could not be measured, an empty answer's
-    BERTScore or cosine, an empty reference) gets no interval, and then neither does ρ: items are only paired whole."""
+    selection ranked (`finetune_p_first`). Cells without per-item scores are left without them. An item without a
+    value in a metric (an empty answer's BERTScore or cosine, an empty reference) leaves that metric's means, in the
+    cell and its comparison alike, to the items that have one, as the cell's own figure does; a metric without any
+    value (a rescaled score whose floor could not be measured) gets no interval, and then neither does ρ."""
     from joulebench.rank import RHO_COLUMNS, cost
     from joulebench.uncertainty import CellSample, item_rho, paired_bootstrap, rank_stability
 
@@ -277,8 +278,10 @@ def add_uncertainty(
         items = sorted(predictions.get(cell_key(row), []), key=lambda item: str(item["id"]))
         if not items or any("scores" not in item for item in items):
             return None
-        metrics = [m for m in items[0]["scores"] if all(item["scores"].get(m) is not None for item in items)]
-        return {metric: [item["scores"][metric] for item in items] for metric in metrics}
+        metrics = [m for m in items[0]["scores"] if any(item["scores"].get(m) is not None for item in items)]
+        nan = float("nan")  # an item without a value: the intervals average over the items that have one
+        return {metric: [nan if (v := item["scores"].get(metric)) is None else v for item in items]
+                for metric in metrics}
 
     bases = {(r["dataset"], r["model"]): r for r in rows if r["is_reference"] and r["status"] == "ok"}
     parents = {cell_key(r)[:-1]: r for r in rows if r["pruning"] == "none" and r["status"] == "ok"}

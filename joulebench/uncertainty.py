@@ -74,8 +74,11 @@ def paired_bootstrap(
 ) -> dict[str, Interval]:
     """Cell − base difference of means with a paired percentile bootstrap interval, per metric and for "rho".
 
-    Covers every metric of INTERVAL_COLUMNS present in both; "rho" (per item the mean of its `rho_columns` scores)
-    is added when all of them are present in both. Items are aligned by position.
+    Covers every metric of INTERVAL_COLUMNS present in both; "rho" (the mean over `rho_columns` of each metric's
+    mean, as a cell's ρ is) is added when all of them are present in both. Items are aligned by position. An item
+    without a value in a metric (NaN: an empty answer's BERTScore, say) leaves that metric's mean to the items that
+    have one, in the cell and the base alike, as the cell's own figure does; each resample draws the same items for
+    both, so the pairing holds.
     """
     _check_resampling(resamples)
     if not 0 < confidence < 1:
@@ -92,16 +95,25 @@ def paired_bootstrap(
                 f"{name}: {len(cell_scores[name])} cell scores, {len(base_scores[name])} base scores, "
                 f"expected {n} of each (items are aligned by position)"
             )
-    differences = {name: cell_scores[name] - base_scores[name] for name in metrics}
-    if all(name in cell_scores for name in rho_columns):
-        differences["rho"] = _item_rho_array(cell_scores, rho_columns) - _item_rho_array(base_scores, rho_columns)
     indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    whole = np.arange(n)[None, :]
+
+    def difference(drawn: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        return np.mean([_drawn_means(cell_scores[m], drawn) for m in names], axis=0) - np.mean(
+            [_drawn_means(base_scores[m], drawn) for m in names], axis=0)  # fmt: skip
+
     tail = (1 - confidence) / 2
+    groups = {name: [name] for name in metrics}
+    if all(name in cell_scores for name in rho_columns):
+        groups["rho"] = list(rho_columns)
     intervals = {}
-    for name, diff in differences.items():
-        means = diff[indices].mean(axis=1)
-        low, high = np.quantile(means, [tail, 1 - tail])
-        intervals[name] = Interval(float(diff.mean()), float(low), float(high))
+    for name, names in groups.items():
+        estimate = float(difference(whole, names)[0])
+        means = difference(indices, names)
+        if not np.isfinite(estimate) or np.isnan(means).mean() > tail:
+            continue  # too few items with a value on one side to say anything
+        low, high = np.nanquantile(means, [tail, 1 - tail])
+        intervals[name] = Interval(estimate, float(low), float(high))
     return intervals
 
 
@@ -122,7 +134,7 @@ def rank_stability(cells: Sequence[CellSample], w: float, resamples: int = 1000,
         if len(values) != n:
             raise ValueError(f"cell {i} has {len(values)} item ρ values, cell 0 has {n}: all must share the same items")
     indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    resampled = np.stack([values[indices].mean(axis=1) for values in rhos], axis=1)
+    resampled = np.stack([_drawn_means(values, indices) for values in rhos], axis=1)
     half_widths = np.log1p([cell.energy_floor for cell in cells]) / 2
     drift = np.exp(np.random.default_rng(seed + 1).uniform(-half_widths, half_widths, size=(resamples, len(cells))))
     energies = drift * [cell.energy_kwh for cell in cells]
@@ -146,16 +158,26 @@ def _columns(scores: Mapping[str, Sequence[float]], what: str, names: Sequence[s
     return columns
 
 
+def _drawn_means(scores: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """Per draw (a row of item indices), the mean over the drawn items that have a value (NaN: none has)."""
+    values = scores[drawn]
+    counts = np.sum(~np.isnan(values), axis=1)
+    return np.where(counts > 0, np.nansum(values, axis=1) / np.maximum(counts, 1), np.nan)
+
+
 def _item_rho_array(columns: Mapping[str, np.ndarray], names: Sequence[str] = QUALITY_COLUMNS) -> np.ndarray:
-    return np.mean([columns[name] for name in names], axis=0)
+    """Per item, the mean of its scores over the metrics that have a value for it (NaN: none has)."""
+    stacked = np.array([columns[name] for name in names])
+    counts = np.sum(~np.isnan(stacked), axis=0)
+    return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
 
 
 def _as_array(values: Sequence[float], what: str) -> np.ndarray:
     array = np.asarray(values, dtype=float)
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{what}: expected a non-empty list of per-item scores, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{what}: per-item scores must be finite")
+    if np.isinf(array).any() or np.isnan(array).all():
+        raise ValueError(f"{what}: per-item scores must be finite (NaN: an item without a value), and not all NaN")
     return array
 
 

@@ -166,3 +166,19 @@ def test_rank_stability_redraws_energy_within_the_noise_floor():
     assert rank_stability(narrow, w=0.7, resamples=400) == [1.0, 0.0]
     with pytest.raises(ValueError, match="energy_floor"):
         rank_stability([CellSample(1.0, 1.0, values, -0.1)], w=0.7)
+
+
+def test_an_item_without_a_value_leaves_the_means_to_the_items_that_have_one():
+    """An empty answer has no BERTScore (NaN): the paired intervals still exist, each metric's means over the items
+    with a value, as the cell's own figure is; a metric with no value at all gets none, and neither does ρ."""
+    from joulebench.uncertainty import paired_bootstrap
+
+    nan = float("nan")
+    cell = {"bleu": [0.5, 0.4, 0.0, 0.6], "bertscore_f1": [0.8, 0.7, nan, 0.9]}
+    base = {"bleu": [0.1, 0.2, 0.1, 0.3], "bertscore_f1": [0.2, 0.3, 0.4, 0.1]}
+    intervals = paired_bootstrap(cell, base, resamples=500, rho_columns=["bleu", "bertscore_f1"])
+    assert intervals["bertscore_f1"].estimate == pytest.approx(0.8 - 0.25)  # (0.8+0.7+0.9)/3 − (0.2+0.3+0.4+0.1)/4
+    assert intervals["rho"].estimate == pytest.approx(((0.375 + 0.8) - (0.175 + 0.25)) / 2)
+    assert intervals["rho"].low <= intervals["rho"].estimate <= intervals["rho"].high
+    with pytest.raises(ValueError, match="not all NaN"):
+        paired_bootstrap({"bleu": [nan] * 4}, base, resamples=10)
