@@ -381,16 +381,15 @@ def pruning_settings(config: dict[str, Any]) -> dict[str, Pruning]:
     return _settings_by_id(config["pruning"]["methods"], "pruning.methods", _pruning, config)
 
 
-def cell_subsets(config: dict[str, Any]) -> dict[str, dict[str, CellSubset]]:
-    """Per kind (`training`, `post_training`, `merge`), each setting's id → the cells it applies to."""
-    return {
-        "training": _subsets_by_id(_training_entries(config), "training_variants", _training_variant, config),
-        "post_training": {
-            **_subsets_by_id(config["pruning"]["methods"], "pruning.methods", _pruning, config),
-            **_subsets_by_id(config.get("early_exit") or [], "early_exit", EarlyExit.expand, config),
-        },
-        "merge": _subsets_by_id(config.get("merge") or [], "merge", _merge_form, config),
-    }
+def _subsets(config: dict[str, Any], kind: str) -> dict[str, CellSubset]:
+    """Each setting's id → the cells it applies to, for `kind`: `training_variants`, `post_training` (the pruning
+    settings and early exits) or `merge`."""
+    if kind == "post_training":
+        return {**_subsets_by_id(config["pruning"]["methods"], "pruning.methods", _pruning, config),
+                **_subsets_by_id(config.get("early_exit") or [], "early_exit", EarlyExit.expand, config)}  # fmt: skip
+    if kind == "merge":
+        return _subsets_by_id(config.get("merge") or [], "merge", _merge_form, config)
+    return _subsets_by_id(_training_entries(config), "training_variants", _training_variant, config)
 
 
 def _training_entries(config: dict[str, Any]) -> list[Any]:
@@ -474,15 +473,15 @@ def training_for(config: dict[str, Any], bits: int, epochs: int) -> dict[str, An
 
 
 def finetune_cells(config: dict[str, Any]) -> list[FinetuneCell]:
-    subsets = cell_subsets(config)["training"]
+    subsets = _subsets(config, "training_variants")
     return [
         FinetuneCell(dataset, model, int(bits), int(epochs), training)
         for dataset in config["datasets"]
         for model in config["models"]
-        for training in training_variants(config)
+        for training, subset in subsets.items()
         for bits in config["bits"]
         for epochs in config["epochs"]
-        if subsets[training].covers(int(bits), int(epochs))
+        if subset.covers(int(bits), int(epochs))
     ]
 
 
@@ -510,23 +509,23 @@ def post_training_variants(config: dict[str, Any]) -> list[str]:
 def merged_cells(config: dict[str, Any]) -> list[EvalCell]:
     """Every dense-trained 4/8-bit fine-tuned cell in each `merge` form. A sparse-trained cell is served merged
     already (its masks hold for the merged weights), so it has no unmerged form to compare with."""
-    variants, subsets = training_variants(config), cell_subsets(config)["merge"]
+    variants, subsets = training_variants(config), _subsets(config, "merge")
     return [
         EvalCell(cell.dataset, cell.model, cell.bits, cell.epochs, merge, cell.training)
         for cell in finetune_cells(config)
         if cell.bits in (4, 8) and variants[cell.training].sparsity.method == "dense"
-        for merge in merge_settings(config)
-        if subsets[merge].covers(cell.bits, cell.epochs)
+        for merge, subset in subsets.items()
+        if subset.covers(cell.bits, cell.epochs)
     ]
 
 
 def pruned_cells(config: dict[str, Any], selected: list[FinetuneCell]) -> list[EvalCell]:
     """Every pruning setting and early-exit decoding applied to each selected fine-tuned cell its entry covers."""
-    subsets = cell_subsets(config)["post_training"]
+    variants, subsets = post_training_variants(config), _subsets(config, "post_training")
     return [
         EvalCell(cell.dataset, cell.model, cell.bits, cell.epochs, variant, cell.training)
         for cell in selected
-        for variant in post_training_variants(config)
+        for variant in variants
         if subsets[variant].covers(cell.bits, cell.epochs)
     ]
 
