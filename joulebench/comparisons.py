@@ -140,7 +140,8 @@ def paired_with_parent(row: Mapping[str, Any], floors: Mapping[str, NoiseFloor])
 
 
 def _parent_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[key] for key in ("dataset", "model", "training", "bits", "epochs"))
+    """The unpruned cell a row was pruned from, on the same backend."""
+    return (*(row[key] for key in ("dataset", "model", "training", "bits", "epochs")), row.get("backend", ""))
 
 
 def add_verdicts(rows: Sequence[dict[str, Any]], floors: Mapping[str, NoiseFloor]) -> None:

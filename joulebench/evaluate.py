@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from joulebench import memory
+from joulebench.backends import REFERENCE_BACKEND, Backend
 from joulebench.cells import EarlyExit, Merge, Pruning
 from joulebench.classification import Classes, classification_view
 from joulebench.data import Example
@@ -28,18 +29,19 @@ from joulebench.metrics import (
 from joulebench.models import Precision
 from joulebench.noise import paired_ratio
 from joulebench.prune import CalibrationSettings, check_masks
-from joulebench.served_model import CellSpec, prepare_model, serve_cell
+from joulebench.served_model import CellSpec, prepare_model, serve_cell, stored_precision
 from joulebench.serving import (
     GenerationResult,
     GenerationSettings,
     Server,
+    ServingMeasurement,
     answer_figures,
     generate,
     measure_serving,
     pinned_figures,
     warm_up,
 )
-from joulebench.sparse_kernels import current_capability, plan_kernels, to_semi_structured
+from joulebench.sparse_kernels import DENSE_LABEL, current_capability, plan_kernels, to_semi_structured
 from joulebench.storage import stored_bytes
 
 __all__ = ["GenerationSettings", "generate", "prepare_model", "evaluate_cell", "CellSpec", "serve_cell"]
@@ -81,6 +83,9 @@ class EvalResult:
     quality_info: dict[str, Any] = field(default_factory=dict)
     classification: dict[str, Any] = field(default_factory=dict)
     early_exit: dict[str, Any] = field(default_factory=dict)
+    backend: str = REFERENCE_BACKEND
+    format: str = ""  # the exact format served: "bitsandbytes nf4", "bfloat16", "GGUF Q4_K_M", …
+    format_detail: str = ""  # a backend's file in detail (GGUF: its weight matrices' types)
     predictions: list[str] = field(repr=False, default_factory=list)
     item_scores: dict[str, list[float]] = field(repr=False, default_factory=dict)
 
@@ -166,21 +171,10 @@ def evaluate_cell(
 
     serving = measure_serving(monitor, servers, 0, measurement.repeats, answers=["cell"], latency="cell",
                               answer_hook=exit_statistics)  # fmt: skip
-    rounds = serving.rounds
-    answers = rounds.first["cell:answers"]
     size_mb = stored_bytes(model) / 2**20
     del model, servers, parent, twin, built
     served.model = None
-    began = time.perf_counter()
-    quality = quality_with_samples(answers.predictions, [e.target for e in test], metric_settings)
-    class_view: dict[str, Any] = {}
-    if classes is not None:
-        class_view = classification_view(
-            answers.predictions, [e.target for e in test], [e.label for e in test], classes,
-            functools.partial(sentence_embeddings, settings=metric_settings),
-        )  # fmt: skip
-    pinned = pinned_figures(rounds.passes["cell"])
-    real = answer_figures(rounds.passes["cell:answers"])
+    rounds = serving.rounds
     dense = rounds.passes.get("masked-dense")
     speedup = None
     if dense:
@@ -194,6 +188,101 @@ def evaluate_cell(
             if None not in cell_values and None not in parent_values:  # a pass without tokens: not compared
                 parent_comparison[key] = paired_ratio(cell_values, parent_values).to_dict()
         parent_comparison.update(figures=pinned_figures(parent_passes), repeats=[asdict(p) for p in parent_passes])
+    return scored_result(
+        serving, test, metric_settings, classes, monitor,
+        peak_mem_mb=peak,
+        peak_mem_kind=peak_kind,
+        model_size_mb=size_mb,
+        model_form=served.form,
+        format=stored_format(stored_precision(spec)),
+        prune=prune_report.to_dict(),
+        kernel=kernel,
+        dense_comparison={**pinned_figures(dense), "repeats": [asdict(p) for p in dense],
+                          "speedup": speedup.to_dict()} if dense and speedup else {},
+        speedup_vs_dense=speedup.estimate if speedup else None,
+        prepare_energy=prepared["energy"].to_dict(),
+        generation_loop_s=serving.loop_s + warmup_loop_s,
+        parent_comparison=parent_comparison,
+        early_exit=exits,
+    )  # fmt: skip
+
+
+def evaluate_on_backend(
+    backend: Backend,
+    spec: CellSpec,
+    test: Sequence[Example],
+    generation: GenerationSettings,
+    training: TrainSettings,
+    metric_settings: MetricSettings,
+    monitor: EnergyMonitor,
+    measurement: EnergySettings,
+    workdir: Path,
+    threads: int,
+    calibration_examples: Sequence[Example] = (),
+    calibration: CalibrationSettings | None = None,
+    classes: Classes | None = None,
+) -> EvalResult:
+    """The cell served by `backend`, measured as `evaluate_cell` measures it. Inside the `prepare` window: the
+    adapter merged into the float32 base, the pruning applied, then the backend's own conversion and quantization to
+    the bits' format (`backend.formats`). A pruned cell runs dense kernels unless the backend has sparse ones."""
+    bits = spec.precision.bits
+    float_spec = CellSpec(spec.model_path, spec.adapter_dir, Precision(32), spec.pruning, None,
+                          spec.trust_remote_code)  # fmt: skip
+    sequence_tokens = training.max_prompt_tokens + 1 + generation.max_new_tokens
+    with monitor.window("prepare") as prepared:
+        served = serve_cell(float_spec, calibration_examples, calibration)
+        engine = backend.build(served.model, served.tokenizer, bits, workdir, threads,
+                               max(generation.batch_size, 1), sequence_tokens)  # fmt: skip
+    served.model = None
+    try:
+        prompts = [e.prompt for e in test]
+        server = Server(None, served.tokenizer, prompts, generation, training.max_prompt_tokens,
+                        runner=engine.generate)  # fmt: skip
+        memory.reset_peak()
+        warmup_loop_s = warm_up(server.pinned, measurement.warmup)
+        peak, peak_kind = memory.peak_mb()
+        if engine.device.startswith("cuda"):
+            peak, peak_kind = float("nan"), f"not measured: {backend.name}'s GPU memory is outside torch's allocator"
+        serving = measure_serving(monitor, {"cell": server}, 0, measurement.repeats, answers=["cell"], latency="cell")
+    finally:
+        engine.close()
+    kernel: dict[str, Any] = {}
+    if spec.pruning.method != "none" and not backend.sparse_kernels:
+        kernel = {"sparse": False, "label": DENSE_LABEL, "reason": f"{backend.name} has no sparse kernels"}
+    return scored_result(
+        serving, test, metric_settings, classes, monitor,
+        peak_mem_mb=peak,
+        peak_mem_kind=peak_kind,
+        model_size_mb=engine.file_bytes / 2**20,
+        model_form=f"{served.form} → {engine.format}",
+        format=engine.format,
+        format_detail=engine.format_detail,
+        backend=backend.name,
+        prune=served.prune_report.to_dict(),
+        kernel=kernel,
+        dense_comparison={},
+        speedup_vs_dense=None,
+        prepare_energy=prepared["energy"].to_dict(),
+        generation_loop_s=serving.loop_s + warmup_loop_s,
+    )  # fmt: skip
+
+
+def scored_result(serving: ServingMeasurement, test: Sequence[Example], metric_settings: MetricSettings,
+                  classes: Classes | None, monitor: EnergyMonitor, **served: Any) -> EvalResult:  # fmt: skip
+    """The cell's result: its first answer pass scored, its pinned and answer passes' figures, and `served` (what
+    the backend built and how: form, format, sizes, prepare energy, comparisons)."""
+    rounds = serving.rounds
+    answers = rounds.first["cell:answers"]
+    began = time.perf_counter()
+    quality = quality_with_samples(answers.predictions, [e.target for e in test], metric_settings)
+    class_view: dict[str, Any] = {}
+    if classes is not None:
+        class_view = classification_view(
+            answers.predictions, [e.target for e in test], [e.label for e in test], classes,
+            functools.partial(sentence_embeddings, settings=metric_settings),
+        )  # fmt: skip
+    pinned = pinned_figures(rounds.passes["cell"])
+    real = answer_figures(rounds.passes["cell:answers"])
     return EvalResult(
         quality=quality.scores,
         tokens_per_s=pinned["tokens_per_s"],
@@ -210,28 +299,21 @@ def evaluate_cell(
         latency={"prompts": serving.latency.prompts, "method": serving.latency.method},
         tokens_per_repeat=pinned["tokens_per_pass"],
         answer_tokens=answers.new_tokens,
-        peak_mem_mb=peak,
-        peak_mem_kind=peak_kind,
-        model_size_mb=size_mb,
-        model_form=served.form,
-        prune=prune_report.to_dict(),
-        kernel=kernel,
-        dense_comparison={**pinned_figures(dense), "repeats": [asdict(p) for p in dense],
-                          "speedup": speedup.to_dict()} if dense and speedup else {},
-        speedup_vs_dense=speedup.estimate if speedup else None,
         energy=rounds.window,
-        prepare_energy=prepared["energy"].to_dict(),
         idle=asdict(monitor.idle) if monitor.idle else {},
         repeats=[asdict(p) for p in rounds.passes["cell"]],
         answer_repeats=[asdict(p) for p in rounds.passes["cell:answers"]],
         metrics_s=time.perf_counter() - began,
-        generation_loop_s=serving.loop_s + warmup_loop_s,
-        parent_comparison=parent_comparison,
         classification=class_view,
-        early_exit=exits,
         quality_info={"floors": quality.floors_dict(), "signatures": metric_signatures(metric_settings),
                       "skipped": quality.skipped, "unscored": quality.unscored,
                       "answers": answers_fingerprint(answers.predictions)},  # fmt: skip
         predictions=answers.predictions,
         item_scores=quality.samples,
+        **served,
     )
+
+
+def stored_format(precision: Precision) -> str:
+    """The exact format the transformers backend serves a precision in."""
+    return f"bitsandbytes {precision.label}" if precision.quantized else precision.storage

@@ -182,7 +182,8 @@ def cell_name(cell: dict[str, Any]) -> str:
         return f"{cell['dataset']}/{cell['job']}"
     training = cell.get("training", REFERENCE_TRAINING.id)
     name = f"{cell['dataset']}/{cell['model']}/{training}/b{cell['bits']}-e{cell['epochs']}"
-    return f"{name}-{cell['pruning_label']}" if "pruning_label" in cell else name
+    name = f"{name}-{cell['pruning_label']}" if "pruning_label" in cell else name
+    return f"{name} on {cell['backend']}" if "backend" in cell else name
 
 
 def train_variant(variant: dict[str, Any] | None) -> Any:
@@ -216,13 +217,19 @@ def evaluate(
     merge: dict[str, Any] | None = None,
 ) -> None:
     """Evaluate one cell (pruned first, merged in a deployment form, or decoded with early exits, if its setting says
-    so); a failure is recorded (`failures_recorded`), and a cell whose fine-tuning failed is recorded as skipped
-    without loading anything."""
+    so) on the inference backend its `cell` names (`backend`; the reference backend when it names none); a failure is
+    recorded (`failures_recorded`), and a cell whose fine-tuning failed is recorded as skipped without loading
+    anything."""
+    import tempfile
+
+    import torch
+
+    from joulebench.backends import BACKENDS, REFERENCE_BACKEND
     from joulebench.cells import EarlyExit, Merge, Pruning
     from joulebench.classification import classes_from_dict
     from joulebench.data import read_examples
     from joulebench.energy import EnergySettings
-    from joulebench.evaluate import GenerationSettings, evaluate_cell
+    from joulebench.evaluate import CellSpec, GenerationSettings, evaluate_cell, evaluate_on_backend
     from joulebench.finetune import TrainSettings
     from joulebench.io import write_jsonl
     from joulebench.metrics import MetricSettings
@@ -245,26 +252,50 @@ def evaluate(
         return
     with failures_recorded(record, described, lambda: write_jsonl(predictions, [])):
         examples = read_examples(Path(test))
+        backend = cell.get("backend", REFERENCE_BACKEND)
+        model_path = resolve_model_path(cell["model"], model, built_model)
+        precision = Precision.from_config(int(cell["bits"]), training)
+        adapter = Path(adapter_dir) if adapter_dir else None
+        trust = bool(model.get("trust_remote_code", False))
+        class_centroids = classes_from_dict(json.loads(Path(classes).read_text())) if classes else None
         with measuring(energy) as (monitor, span):
-            result = evaluate_cell(
-                resolve_model_path(cell["model"], model, built_model),
-                Path(adapter_dir) if adapter_dir else None,
-                Precision.from_config(int(cell["bits"]), training),
-                setting,
-                examples,
-                GenerationSettings.from_config(generation),
-                TrainSettings.from_config(training),
-                MetricSettings.from_config(metrics),
-                monitor,
-                EnergySettings.from_config(energy),
-                bool(model.get("trust_remote_code", False)),
-                calibration_examples=read_examples(Path(train)),
-                calibration=CalibrationSettings.from_config(calibration),
-                sparse_kernels=sparse_kernels,
-                early_exit=exit_setting,
-                classes=classes_from_dict(json.loads(Path(classes).read_text())) if classes else None,
-                merge=merge_setting,
-            )
+            if backend != REFERENCE_BACKEND:
+                with tempfile.TemporaryDirectory(dir=Path(record).parent, prefix="served-") as workdir:
+                    result = evaluate_on_backend(
+                        BACKENDS.get(backend),
+                        CellSpec(model_path, adapter, precision, setting, trust_remote_code=trust),
+                        examples,
+                        GenerationSettings.from_config(generation),
+                        TrainSettings.from_config(training),
+                        MetricSettings.from_config(metrics),
+                        monitor,
+                        EnergySettings.from_config(energy),
+                        Path(workdir),
+                        torch.get_num_threads(),
+                        calibration_examples=read_examples(Path(train)),
+                        calibration=CalibrationSettings.from_config(calibration),
+                        classes=class_centroids,
+                    )
+            else:
+                result = evaluate_cell(
+                    model_path,
+                    adapter,
+                    precision,
+                    setting,
+                    examples,
+                    GenerationSettings.from_config(generation),
+                    TrainSettings.from_config(training),
+                    MetricSettings.from_config(metrics),
+                    monitor,
+                    EnergySettings.from_config(energy),
+                    trust,
+                    calibration_examples=read_examples(Path(train)),
+                    calibration=CalibrationSettings.from_config(calibration),
+                    sparse_kernels=sparse_kernels,
+                    early_exit=exit_setting,
+                    classes=class_centroids,
+                    merge=merge_setting,
+                )
             details = provenance(monitor, energy, span)
         lines = [
             {"id": e.id, "label": e.label, "target": e.target, "prediction": p,

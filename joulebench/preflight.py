@@ -106,6 +106,7 @@ def check(config: Mapping[str, Any], workdir: str | os.PathLike[str], schema: st
         problems += embedding_problems(config["metrics"], places, cache, ok("metrics", "bertscore_layers"))
     problems += _remembered_grid_problems(config, ok, dims, bad, Path(workdir))
     problems += ranking_problems(config, ok)
+    problems += backend_problems(config, dims, ok)
     datasets = _at(config, ("datasets",))
     for name, cfg in datasets.items() if isinstance(datasets, Mapping) else ():
         if ok("datasets", name):
@@ -520,6 +521,43 @@ def embedding_problems(metrics: Mapping[str, Any], places: Places, cache: HubCac
 
 
 GRID_VERDICTS = Path(".snakemake") / "joulebench" / "grid-ok"
+
+
+def backend_problems(config: Mapping[str, Any], dims: Mapping[str, Mapping[str, Any]],
+                     ok: Callable[..., bool]) -> list[str]:  # fmt: skip
+    """`inference.backends`: each one registered and installed, serving every bit width of the grid and every
+    model; transformers among them (the ranking's base and the top-k selection are measured on it)."""
+    import importlib.util
+
+    from joulebench.backends import BACKENDS, REFERENCE_BACKEND, unsupported_bits
+
+    if not ok("inference") or not ok("bits"):
+        return []
+    names = (config.get("inference") or {}).get("backends", [REFERENCE_BACKEND])
+    problems = []
+    if REFERENCE_BACKEND not in names:
+        problems.append(f"inference.backends: list {REFERENCE_BACKEND} too: the base of φ and the top-k selection "
+                        "are measured on it")  # fmt: skip
+    bits = [*config["bits"], config.get("reference_bits", 32)]
+    for name in names:
+        if name not in BACKENDS:
+            problems.append(f"inference.backends: unknown inference backend {name!r}; known: "
+                            f"{', '.join(BACKENDS.names())}")  # fmt: skip
+            continue
+        backend = BACKENDS.get(name)
+        if missing := unsupported_bits(backend, bits):
+            served = ", ".join(f"{b} → {backend.formats[b]}" for b in sorted(backend.formats))
+            widths = listed(missing)
+            problems.append(f"inference.backends: {name} cannot serve bits {widths} (it serves {served}); "
+                            f"drop {widths} from bits or {name} from inference.backends")  # fmt: skip
+        if backend.package and importlib.util.find_spec(backend.package) is None:
+            problems.append(f"inference.backends: {name} needs the {backend.package} package, which is not "
+                            f"installed: {backend.install}")  # fmt: skip
+        for model, arch in dims.items():
+            described = {"model_type": "llama", **arch} if arch.get("embedded") else dict(arch)
+            if problem := backend.model_problem(described):
+                problems.append(f"inference.backends: {name} cannot serve models.{model}: {problem}")
+    return problems
 
 
 def ranking_problems(config: Mapping[str, Any], ok: Callable[..., bool]) -> list[str]:

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from joulebench.backends.base import REFERENCE_BACKEND
 from joulebench.metrics import QUALITY_COLUMNS, RAW_QUALITY_COLUMNS
 
 DEPLOYMENT, PAPER_LITERAL = "deployment", "paper-literal"
@@ -193,6 +194,11 @@ def _rankable(row: Mapping[str, Any]) -> bool:
     return row["status"] == "ok" and row.get("rho") is not None
 
 
+def _tuned(row: Mapping[str, Any]) -> bool:
+    """A fine-tuned cell, on any backend (the base model, on whichever backend, is not ranked)."""
+    return int(row["epochs"]) > 0
+
+
 def rank_rows(
     rows: Sequence[Mapping[str, Any]], settings: RankingSettings, w: float | None = None, queries: int | None = None
 ) -> dict[int, Ranked]:
@@ -204,7 +210,7 @@ def rank_rows(
     for dataset in sorted({r["dataset"] for r in rows}):
         chosen = [
             (index, r, c) for index, r in enumerate(rows)
-            if r["dataset"] == dataset and not r["is_reference"] and _rankable(r)
+            if r["dataset"] == dataset and _tuned(r) and _rankable(r)
             and bases.get(_base_key(r)) is not None and (c := cost(r, settings, queries)) is not None
         ]  # fmt: skip
         results = rank_cells([c for _, _, c in chosen], [bases[_base_key(r)] for _, r, _ in chosen],  # type: ignore[misc]
@@ -226,7 +232,7 @@ def add_ranking(rows: Sequence[dict[str, Any]], settings: RankingSettings, k: in
             r["phi"] = 1.0
     for index, result in rank_rows(rows, settings).items():
         rows[index].update(phi=result.phi, score=result.score, rank=result.rank)
-    unpruned = [r for r in rows if r["pruning"] == "none"]
+    unpruned = [r for r in rows if r["pruning"] == "none" and r.get("backend", REFERENCE_BACKEND) == REFERENCE_BACKEND]
     for index, result in rank_rows(unpruned, settings).items():
         unpruned[index].update(finetune_rank=result.rank, finetune_score=result.score, top_k=int(result.rank <= k))
     terms: dict[str, dict[str, Any]] = {}

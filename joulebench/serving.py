@@ -76,10 +76,7 @@ def generate(
     starts = range(0, len(prompts), settings.batch_size)
     for start in tqdm(starts, desc="generate", mininterval=2):
         batch = [_with_bos(tokenizer, p) for p in prompts[start : start + settings.batch_size]]
-        encoded = tokenizer(
-            batch, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens + 1,
-            add_special_tokens=False,
-        ).to(model.device)
+        encoded = tokenizer(batch, return_tensors="pt", padding=True, **_encoding(max_prompt_tokens)).to(model.device)
         began = time.perf_counter()
         try:
             output = decode(
@@ -97,11 +94,9 @@ def generate(
         wall += time.perf_counter() - began
         generated = output[:, encoded["input_ids"].shape[1] :]
         for row in generated:
-            tokens = row.tolist()
-            if not pin_tokens and tokenizer.eos_token_id in tokens:
-                tokens = tokens[: tokens.index(tokenizer.eos_token_id) + 1]
-            new_tokens += len(tokens)
-            predictions.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+            text, counted = answer_text(tokenizer, row.tolist(), pin_tokens)
+            predictions.append(text)
+            new_tokens += counted
     return GenerationResult(predictions, new_tokens, wall, time.perf_counter() - loop_began)
 
 
@@ -109,9 +104,33 @@ def _with_bos(tokenizer: Any, prompt: str) -> str:
     return (tokenizer.bos_token or "") + prompt
 
 
+def _encoding(max_prompt_tokens: int) -> dict[str, Any]:
+    """How prompts are tokenized for every backend: BOS written in the text, the prompt's end kept."""
+    return {"truncation": True, "max_length": max_prompt_tokens + 1, "add_special_tokens": False}
+
+
+def prompt_token_ids(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int) -> list[list[int]]:
+    """The token ids `generate` feeds the model for each prompt, unpadded (a backend that takes ids)."""
+    tokenizer.truncation_side = "left"
+    return tokenizer([_with_bos(tokenizer, p) for p in prompts], **_encoding(max_prompt_tokens))["input_ids"]
+
+
+def answer_text(tokenizer: Any, tokens: list[int], pin_tokens: bool) -> tuple[str, int]:
+    """An answer's text and how many generated tokens it counts: an answer pass stops at (and counts) its first
+    end-of-sequence token; a pinned pass counts every token."""
+    if not pin_tokens and tokenizer.eos_token_id in tokens:
+        tokens = tokens[: tokens.index(tokenizer.eos_token_id) + 1]
+    return tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens)
+
+
+Runner = Callable[[Any, Sequence[str], GenerationSettings, int, bool], GenerationResult]
+"""A backend's pass: (tokenizer, prompts, settings, max_prompt_tokens, pin_tokens) → its result."""
+
+
 @dataclass(frozen=True)
 class Server:
-    """One model as served: what `generate` needs, and the decoding it uses (None: `model.generate`)."""
+    """One model as served: what `generate` needs, and the decoding it uses (None: `model.generate`); or, for a model
+    another backend serves, that backend's `runner` in place of `generate` (`model` then None)."""
 
     model: Any
     tokenizer: Any
@@ -119,14 +138,19 @@ class Server:
     generation: GenerationSettings
     max_prompt_tokens: int
     decode: Decode | None = None
+    runner: Runner | None = None
+
+    def run(self, prompts: Sequence[str], settings: GenerationSettings, pin_tokens: bool) -> GenerationResult:
+        if self.runner is not None:
+            return self.runner(self.tokenizer, prompts, settings, self.max_prompt_tokens, pin_tokens)
+        return generate(self.model, self.tokenizer, prompts, settings, self.max_prompt_tokens, pin_tokens,
+                        self.decode)  # fmt: skip
 
     def pinned(self) -> GenerationResult:
-        return generate(self.model, self.tokenizer, self.prompts, self.generation, self.max_prompt_tokens, True,
-                        self.decode)  # fmt: skip
+        return self.run(self.prompts, self.generation, True)
 
     def answers(self) -> GenerationResult:
-        return generate(self.model, self.tokenizer, self.prompts, self.generation, self.max_prompt_tokens, False,
-                        self.decode)  # fmt: skip
+        return self.run(self.prompts, self.generation, False)
 
     @property
     def batches(self) -> int:
@@ -260,8 +284,7 @@ def measure_latency(server: Server) -> Latency:
     whole = GenerationSettings(batch_size=1, max_new_tokens=tokens, latency_prompts=0)
 
     def timed(prompt: str, settings: GenerationSettings) -> GenerationResult:
-        return generate(server.model, server.tokenizer, [prompt], settings, server.max_prompt_tokens, True,
-                        server.decode)  # fmt: skip
+        return server.run([prompt], settings, True)
 
     loop_s = timed(server.prompts[0], whole).loop_s
     first, per_token = [], []

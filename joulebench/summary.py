@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from joulebench.backends.base import REFERENCE_BACKEND
 from joulebench.cells import REFERENCE_TRAINING
 from joulebench.classification import CLASS_COLUMNS
 from joulebench.io import atomic_write_text
@@ -29,7 +30,8 @@ def to_float(value: Any) -> float | None:
 
 COLUMNS = [
     "dataset", "model", "training", "precision", "sparse_training", "bits", "epochs", "pruning", "pruning_method",
-    "model_form", "status", "is_reference", "build_kwh", "train_kwh", "prepare_kwh", "infer_kwh", "cpu_kwh",
+    "model_form", "backend", "format", "format_detail", "status", "is_reference", "build_kwh", "train_kwh",
+    "prepare_kwh", "infer_kwh", "cpu_kwh",
     "gpu_kwh", "ram_kwh", "total_kwh", "emissions_kg", "deploy_wh_per_query", "wh_per_query", "wh_per_query_ci95",
     "answer_tokens_per_query", "lifecycle_kwh", "lifecycle_kg", "lifecycle_inference_share", "lifecycle_build_kwh",
     "lifecycle_finetune_kwh", "lifecycle_compress_kwh", "lifecycle_inference_kwh",
@@ -49,6 +51,7 @@ COLUMNS = [
     "paired_speed_ratio", "paired_speed_ratio_lo", "paired_speed_ratio_hi", "paired_speed_verdict",
     "delta_rho", "delta_rho_lo", "delta_rho_hi", "verdict_rho", "p_first", "finetune_p_first",
     "delta_parent_rho", "delta_parent_rho_lo", "delta_parent_rho_hi", "verdict_parent_rho",
+    "delta_backend_rho", "delta_backend_rho_lo", "delta_backend_rho_hi", "verdict_backend_rho",
     "train_loss_first", "train_loss_last", "train_wall_s", "generated_tokens", "answer_tokens",
     "answers_distinct", "answers_empty", "answers_sha256", "quality_note", "rho_note",
     "energy_source", "tracking_mode", "peak_mem_kind", "error",
@@ -69,7 +72,10 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mo
     row["pruning"] = cell["pruning_label"]
     row["pruning_method"] = cell.get("pruning_method", cell["pruning"])
     row["early_exit"] = cell["pruning_label"] if row["pruning_method"] == "early-exit" else ""
-    row["is_reference"] = int(cell["epochs"] == 0)
+    row["backend"] = cell.get("backend", REFERENCE_BACKEND)
+    # The base model on the reference backend is the base of φ and of every quality delta; on another backend it is
+    # one more row, compared with it like the others but not ranked (it is not fine-tuned).
+    row["is_reference"] = int(cell["epochs"] == 0 and row["backend"] == REFERENCE_BACKEND)
     row["status"] = evaluation["status"]
     row["error"] = evaluation.get("error", "")
     if training is not None and training["status"] != "ok":
@@ -149,6 +155,7 @@ def cell_row(evaluation: dict[str, Any], training: dict[str, Any] | None, rho_mo
     for key in ("peak_mem_mb", "model_size_mb", "peak_mem_kind"):
         row[key] = result[key]
     row["model_form"] = result.get("model_form", "")
+    row["format"], row["format_detail"] = result.get("format", ""), result.get("format_detail", "")
     row["batch_latency_s"] = result["batch_s"]["mean"]
     row["generated_tokens"] = result["tokens_per_repeat"]
     if exits := result.get("early_exit"):
@@ -248,8 +255,15 @@ def answer_examples(
 
 
 def cell_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """The row's cell; without its last element (the post-training variant), its fine-tuned parent's."""
-    return tuple(row[key] for key in ("dataset", "model", "training", "bits", "epochs", "pruning"))
+    """The row's cell on its backend; without its last element (the post-training variant), its fine-tuned parent's
+    on the same backend."""
+    backend = row.get("backend") or REFERENCE_BACKEND
+    return (*(row[key] for key in ("dataset", "model", "training", "bits", "epochs")), backend, row["pruning"])
+
+
+def on_reference_backend(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A `cell_key`'s cell as the reference backend serves it."""
+    return (*key[:-2], REFERENCE_BACKEND, key[-1])
 
 
 def add_uncertainty(
@@ -261,7 +275,8 @@ def add_uncertainty(
     energy_floor: Callable[[Mapping[str, Any]], float | None] | None = None,
 ) -> None:
     """Paired bootstrap intervals of every quality metric against the base model (`delta_<m>`, `_lo`, `_hi`,
-    `verdict_<m>`), of a pruned cell's ρ against its unpruned parent (`delta_parent_rho`, ...), and how often each
+    `verdict_<m>`), of a pruned cell's ρ against its unpruned parent (`delta_parent_rho`, ...), of a cell served by
+    another backend against the same cell on the reference backend (`delta_backend_rho`, ...), and how often each
     cell ranks first when the test items are resampled and, with `energy_floor` (a row's energy noise floor), each
     cell's energy redrawn within it: over all tuned cells (`p_first`) and over the unpruned ones that the top-k
     selection ranked (`finetune_p_first`). Cells without per-item scores are left without them. An item without a
@@ -286,6 +301,7 @@ def add_uncertainty(
     bases = {(r["dataset"], r["model"]): r for r in rows if r["is_reference"] and r["status"] == "ok"}
     parents = {cell_key(r)[:-1]: r for r in rows if r["pruning"] == "none" and r["status"] == "ok"}
     scores = {cell_key(r): item_scores(r) for r in rows if r["status"] == "ok"}
+    rows_by_key = {cell_key(r): r for r in rows if r["status"] == "ok"}
     for dataset in sorted({r["dataset"] for r in rows}):
         samples: list[tuple[dict[str, Any], CellSample]] = []
         for row in rows:
@@ -304,13 +320,18 @@ def add_uncertainty(
                 floor = (energy_floor(row) if energy_floor is not None else None) or 0.0
                 samples.append((row, CellSample(row_cost, base_cost, item_rho(cell, columns), floor)))
             parent = parents.get(cell_key(row)[:-1])
-            parent_scores = scores[cell_key(parent)] if parent is not None and parent is not row else None
-            if parent_scores is not None:
-                interval = paired_bootstrap(cell, parent_scores, resamples, seed, rho_columns=columns).get("rho")
+            twin = on_reference_backend(cell_key(row))
+            for prefix, other in (("parent", parent), ("backend", rows_by_key.get(twin) if twin != cell_key(row)
+                                                       else None)):  # fmt: skip
+                other_scores = scores.get(cell_key(other)) if other is not None and other is not row else None
+                if other_scores is None:
+                    continue
+                interval = paired_bootstrap(cell, other_scores, resamples, seed, rho_columns=columns).get("rho")
                 if interval is not None:
-                    row.update(delta_parent_rho=interval.estimate, delta_parent_rho_lo=interval.low,
-                               delta_parent_rho_hi=interval.high, verdict_parent_rho=interval.verdict)  # fmt: skip
-        unpruned = [sample for sample in samples if sample[0]["pruning"] == "none"]
+                    row.update({f"delta_{prefix}_rho": interval.estimate, f"delta_{prefix}_rho_lo": interval.low,
+                                f"delta_{prefix}_rho_hi": interval.high, f"verdict_{prefix}_rho": interval.verdict})
+        unpruned = [sample for sample in samples
+                    if sample[0]["pruning"] == "none" and sample[0]["backend"] == REFERENCE_BACKEND]  # fmt: skip
         for key, chosen in (("p_first", samples), ("finetune_p_first", unpruned)):
             shares = rank_stability([c for _, c in chosen], settings.w, resamples, seed)
             for (row, _), share in zip(chosen, shares, strict=True):

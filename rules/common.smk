@@ -10,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from joulebench import cells as grid
+from joulebench.backends import BACKENDS, REFERENCE_BACKEND
 from joulebench import images, preflight
 from joulebench.codedeps import job_code
 from joulebench.jobs import package_versions
@@ -34,6 +35,9 @@ FINETUNE_CELLS = grid.finetune_cells(config)
 UNPRUNED_CELLS = grid.unpruned_cells(config)
 MERGED_CELLS = grid.merged_cells(config)
 CONTAINER = images.for_rules(config.get("container"), Path.cwd())
+# The backends each evaluated cell is also served on, beside the reference (transformers): rule evaluate_on_backend.
+OTHER_BACKENDS = [name for name in config.get("inference", {}).get("backends", [REFERENCE_BACKEND])
+                  if name != REFERENCE_BACKEND]  # fmt: skip
 
 
 def canonical(value):
@@ -72,6 +76,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_.]+",
     model=r"[A-Za-z0-9_.-]+",
     bits=r"4|8|16|32",
+    backend=r"[a-z0-9.]+",
     epochs=r"\d+",
     training=r"[a-z0-9-]+_[a-z0-9]+",
     pruning=r"[a-z0-9-]+",
@@ -130,14 +135,17 @@ def finetune_output(name):
 
 
 def cell_param(wildcards):
-    return canonical({
+    cell = {
         "dataset": wildcards.dataset,
         "model": wildcards.model,
         "bits": int(wildcards.bits),
         "epochs": int(wildcards.epochs),
         "training": wildcards.training,
         "pruning": getattr(wildcards, "pruning", "none"),
-    })
+    }
+    if hasattr(wildcards, "backend"):
+        cell["backend"] = wildcards.backend
+    return canonical(cell)
 
 
 def variant_param(wildcards):
@@ -174,14 +182,41 @@ def dataset_train_records(wildcards):
     return [f"{cell.dir}/train.json" for cell in FINETUNE_CELLS if cell.dataset == wildcards.dataset]
 
 
-def eval_records(wildcards):
+def variant_kind(variant):
+    """A post-training variant id's kind, as a backend's `unserved` names it: none, early-exit, merge, or the
+    pruning method."""
+    if variant in EARLY_EXIT:
+        return "early-exit"
+    if variant in MERGE:
+        return "merge"
+    return PRUNING[variant].method if variant in PRUNING else "none"
+
+
+def evaluated_cells():
     pruned = [
         cell
         for dataset in config["datasets"]
         if POST_TRAINING
         for cell in grid.pruned_cells(config, selected_for_pruning(dataset))
     ]
-    return [f"{cell.dir}/eval.json" for cell in UNPRUNED_CELLS + MERGED_CELLS + pruned]
+    return UNPRUNED_CELLS + MERGED_CELLS + pruned
+
+
+def reference_records(wildcards):
+    """Every evaluated cell's record on the reference backend."""
+    return [f"{cell.dir}/eval.json" for cell in evaluated_cells()]
+
+
+def eval_records(wildcards):
+    """The reference backend's records, then each cell's on the other backends that serve its kind."""
+    cells = evaluated_cells()
+    served = [
+        f"{cell.dir}/{backend}/eval.json"
+        for cell in cells
+        for backend in OTHER_BACKENDS
+        if BACKENDS.get(backend).serves_kind(variant_kind(cell.pruning))
+    ]
+    return [f"{cell.dir}/eval.json" for cell in cells] + served
 
 
 def selection_records(wildcards):
@@ -243,4 +278,4 @@ def dataset_base_models(wildcards):
 
 
 def dataset_eval_records(wildcards):
-    return [path for path in eval_records(wildcards) if path.startswith(f"results/eval/{wildcards.dataset}/")]
+    return [path for path in reference_records(wildcards) if path.startswith(f"results/eval/{wildcards.dataset}/")]

@@ -39,6 +39,15 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+# The same cell served by another inference backend (inference.backends): its own conversion, the same measurement.
+use rule evaluate as evaluate_on_backend with:
+    output:
+        record="results/eval/{dataset}/{model}/{training}/b{bits}-e{epochs}-{pruning}/{backend}/eval.json",
+        predictions="results/eval/{dataset}/{model}/{training}/b{bits}-e{epochs}-{pruning}/{backend}/predictions.jsonl",
+    log:
+        "logs/eval/{dataset}/{model}/{training}/b{bits}-e{epochs}-{pruning}/{backend}.log",
+
+
 rule class_centroids:
     input:
         train="results/data/{dataset}/train.jsonl",
