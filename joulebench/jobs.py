@@ -356,7 +356,7 @@ def process_started() -> float | None:
         return None
 
 
-REPORTED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "codecarbon", "snakemake", "nltk",
+REPORTED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "codecarbon", "zeus", "snakemake", "nltk",
                      "bert-score", "sentence-transformers", "rouge-score", "weasyprint", "jinja2")  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from joulebench.energy.core import COMPONENTS, SHARED, is_estimate
 
 RAPL_SCOPE = "machine-wide: the whole CPU package, every process on it"
-RAPL_TAGS = frozenset({"rapl", "codecarbon-rapl"})  # a package counter, whatever CodeCarbon's tracking mode
+RAPL_TAGS = frozenset({"rapl", "codecarbon-rapl", "zeus-rapl"})  # a package counter, whatever the tracking mode
 SOURCE_MEANING = {
     "codecarbon-estimate": "a CodeCarbon estimate (a power model, not a reading of an energy counter)",
     "constant": "a constant power assumed by CodeCarbon (not a measurement)",
@@ -16,6 +16,10 @@ SOURCE_MEANING = {
     "codecarbon-nvml": "measured by CodeCarbon from the GPU's NVML power readings",
     "rapl": f"measured from the RAPL energy counters, package or DRAM ({RAPL_SCOPE})",
     "nvml-counter": "measured from the GPU's NVML total-energy counter",
+    "zeus-nvml": "measured by Zeus from the GPU's NVML total-energy counter",
+    "zeus-amdsmi": "measured by Zeus from the GPU's amdsmi energy counter",
+    "zeus-rapl": f"measured by Zeus's daemon from the RAPL energy counters, package or DRAM ({RAPL_SCOPE})",
+    "zeus-apple": "measured by Zeus from the Apple silicon SoC's energy counters (machine-wide: the whole SoC)",
     "none": "not present (no such device, so 0)",
 }
 MACHINE_WIDE_MEANING = {

@@ -212,7 +212,7 @@ CASES = [
     Case("w-1.5", _set("w", 1.5), "w: 1.5 must be <= 1"),
     Case("top-k-0", _set("top_k", 0), "top_k: 0 must be >= 1"),
     Case("meter-unknown", _set("energy.meters", ["nvml", "joules"]), "energy.meters[1]: 'joules' is not allowed",
-         "allowed: nvml, rapl, codecarbon"),
+         "allowed: nvml, rapl, zeus, codecarbon"),
     Case("gpus-2", _set("gpus_per_job", 2), "gpus_per_job: 2 is not allowed", "allowed: 0, 1"),
     Case("container-unpinned", _set("container", "docker://joulebench:latest"), "container: 'docker://joulebench",
          "pinned by digest"),

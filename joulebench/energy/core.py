@@ -24,7 +24,9 @@ COMPONENTS = ("cpu", "gpu", "ram")
 JOULES_PER_KWH = 3.6e6
 
 # Source tags: how a component's figure was obtained.
-MEASURED_SOURCES = {"rapl", "nvml-counter", "codecarbon-rapl", "codecarbon-nvml"}
+MEASURED_SOURCES = {
+    "rapl", "nvml-counter", "codecarbon-rapl", "codecarbon-nvml", "zeus-nvml", "zeus-amdsmi", "zeus-rapl", "zeus-apple",
+}  # fmt: skip
 NO_SOURCE = "none"
 SHARED = " (shared)"  # appended to a machine-wide source while other cells may run
 
@@ -39,6 +41,10 @@ SOURCE_SCOPE = {
     "constant": MACHINE_WIDE,  # a fixed share of the TDP, attributed to nobody in particular
     "nvml-counter": DEVICE,
     "codecarbon-nvml": DEVICE,
+    "zeus-nvml": DEVICE,
+    "zeus-amdsmi": DEVICE,
+    "zeus-rapl": MACHINE_WIDE,  # Zeus's daemon reads the same package counters
+    "zeus-apple": MACHINE_WIDE,  # the whole SoC: its CPU clusters, its GPU, its memory
 }
 """The scope of a source tag where its meter does not say (a meter without `scopes`)."""
 
@@ -74,7 +80,7 @@ class Meter(Protocol):
 
 @dataclass(frozen=True)
 class EnergySettings:
-    meters: tuple[str, ...] = ("nvml", "rapl", "codecarbon")
+    meters: tuple[str, ...] = ("nvml", "rapl", "zeus", "codecarbon")
     country_iso_code: str = "CAN"
     region: str | None = None
     carbon_intensity_g_per_kwh: float | None = None
