@@ -8,6 +8,9 @@
    Llama-3-8B's linear shapes at 1 and 16 tokens.
 4. float16 batch-1 decoding against the memory-bandwidth roofline: the time per output token a decoder whose weights
    are read once per token cannot beat, from the weights' bytes and the copy bandwidth this GPU shows here.
+5. The llama.cpp backend on CUDA (joulebench.backends.llama_cpp): the decode model as GGUF Q4_K_M, Q8_0 and F16,
+   offloaded to the GPU, tokens/s at batch 16 against F16. It needs llama-cpp-python built with
+   CMAKE_ARGS="-DGGML_CUDA=on"; without such a build the part says so (the CPU wheel cannot offload) and is skipped.
 
 Every figure is measured by this run; nothing is taken from a data sheet. The GPU machine has no network and its own
 torch and transformers: `make gpu-wheels` downloads what it lacks (bitsandbytes, peft, codecarbon and what they
@@ -238,6 +241,40 @@ def decode_roofline(new_tokens: int = 128, repeats: int = 5) -> dict[str, Any]:
             **roofline(stored_bytes(model), bandwidth, tpot)}  # fmt: skip
 
 
+def llama_cpp_cuda(batch: int = 16, new_tokens: int = 64, repeats: int = 3) -> dict[str, Any]:
+    """Each 4/8/16-bit GGUF of the decode model served by llama.cpp on the GPU: tokens/s of pinned passes."""
+    try:
+        import llama_cpp
+    except ImportError as error:
+        return {"skipped": f"llama-cpp-python is not installed here ({error})"}
+    if not llama_cpp.llama_supports_gpu_offload():
+        return {"skipped": "this llama-cpp-python was built without CUDA (CMAKE_ARGS=\"-DGGML_CUDA=on\" builds one)"}
+    from joulebench.backends import BACKENDS
+    from joulebench.models import train_tokenizer
+    from joulebench.serving import GenerationSettings
+
+    model = decode_model().float().cpu()
+    tokenizer = train_tokenizer([f"ticket {i}: link {i % 7} down" for i in range(200)], 32000, 512)
+    prompts = [f"ticket {i}: link {i % 7} down" for i in range(batch)]
+    settings = GenerationSettings(batch_size=batch, max_new_tokens=new_tokens, latency_prompts=0)
+    formats: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="joulebench-gguf-") as tmp:
+        for bits in (16, 8, 4):
+            engine = BACKENDS.get("llama.cpp").build(model, tokenizer, bits, Path(tmp) / f"b{bits}", 8, batch, 256)
+            try:
+                engine.generate(tokenizer, prompts, settings, 64, True)
+                rates = [(r.new_tokens / r.wall_s) for r in
+                         (engine.generate(tokenizer, prompts, settings, 64, True) for _ in range(repeats))]
+                formats[str(bits)] = {"format": engine.format, "detail": engine.format_detail, "device": engine.device,
+                                      "file_mb": engine.file_bytes / 2**20, "tokens_per_s": rates}  # fmt: skip
+            finally:
+                engine.close()
+    f16 = sum(formats["16"]["tokens_per_s"]) / repeats
+    for figures in formats.values():
+        figures["speed_vs_f16"] = sum(figures["tokens_per_s"]) / repeats / f16
+    return formats
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/gpu_check.json")
@@ -256,6 +293,7 @@ def main() -> int:
     section(results, "meters", meters_agree)
     section(results, "sparse_kernels", sparse_kernels)
     section(results, "decode_roofline", decode_roofline)
+    section(results, "llama_cpp_cuda", llama_cpp_cuda)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str))

@@ -23,7 +23,7 @@ VENV=/opt/venv
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # Build tools stay in the image: Triton compiles its CUDA launcher with the C compiler at run time.
-apt-get install -y -qq --no-install-recommends ca-certificates curl xz-utils build-essential libssl-dev zlib1g-dev \
+apt-get install -y -qq --no-install-recommends ca-certificates curl xz-utils build-essential cmake libssl-dev zlib1g-dev \
     libbz2-dev liblzma-dev libffi-dev libsqlite3-dev libreadline-dev uuid-dev >/dev/null
 bash "$SRC/envs/system-packages.sh"  # WordNet, poppler, Pango: the same list `make` installs
 
@@ -39,7 +39,9 @@ rm -rf /tmp/python.tar.xz /tmp/python-src
 "$PYTHON_PREFIX/bin/python3.11" -m venv "$VENV"
 pip_install() { "$VENV/bin/python" -m pip install --no-cache-dir --disable-pip-version-check --require-hashes "$@"; }
 pip_install --no-deps -r "$SRC/containers/build.lock"  # pip and setuptools first: setuptools builds the two sdists
-pip_install --no-deps --no-build-isolation -r "$SRC/containers/requirements.lock"
+# llama-cpp-python compiles llama.cpp here: for any x86-64 CPU the image may run on (not this builder's), on CPU
+# kernels only: the CUDA base is a runtime image without nvcc (README: "Inference backends").
+CMAKE_ARGS="-DGGML_NATIVE=OFF" pip_install --no-deps --no-build-isolation -r "$SRC/containers/requirements.lock"
 pip_install --no-deps --extra-index-url "$TORCH_INDEX_URL" -r "$TORCH_LOCK"
 "$VENV/bin/python" -m pip check
 

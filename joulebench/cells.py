@@ -506,6 +506,16 @@ def post_training_variants(config: dict[str, Any]) -> list[str]:
     return [*pruning, *exits]
 
 
+def variant_kinds(config: dict[str, Any]) -> dict[str, str]:
+    """Each post-training variant id's kind, as an inference backend's `unserved` names it: "none", "early-exit",
+    "merge", or the pruning method."""
+    kinds = {"none": "none"}
+    kinds.update({variant: setting.method for variant, setting in pruning_settings(config).items()})
+    kinds.update(dict.fromkeys(early_exit_settings(config), "early-exit"))
+    kinds.update(dict.fromkeys(merge_settings(config), "merge"))
+    return kinds
+
+
 def merged_cells(config: dict[str, Any]) -> list[EvalCell]:
     """Every dense-trained 4/8-bit fine-tuned cell in each `merge` form. A sparse-trained cell is served merged
     already (its masks hold for the merged weights), so it has no unmerged form to compare with."""

@@ -123,9 +123,10 @@ def compare_rows(row: Mapping[str, Any], other: Mapping[str, Any], floors: Mappi
     energy = unpaired_ratio(row["j_per_token_repeats"], other["j_per_token_repeats"])
     speed = unpaired_ratio(row["tokens_per_s_repeats"], other["tokens_per_s_repeats"])
     where, widths = (row["dataset"], row["model"]), (row["bits"], other["bits"])
+    energy_floor, speed_floor = (_floor(floors, *where, figure, *widths) for figure in ("energy", "speed"))
     return {
-        "energy": energy, "energy_verdict": verdict(energy, _floor(floors, *where, "energy", *widths)),
-        "speed": speed, "speed_verdict": verdict(speed, _floor(floors, *where, "speed", *widths)),
+        "energy": energy, "energy_verdict": verdict(energy, energy_floor), "energy_floor": energy_floor,
+        "speed": speed, "speed_verdict": verdict(speed, speed_floor), "speed_floor": speed_floor,
     }  # fmt: skip
 
 

@@ -34,6 +34,7 @@ POST_TRAINING = grid.post_training_variants(config)
 FINETUNE_CELLS = grid.finetune_cells(config)
 UNPRUNED_CELLS = grid.unpruned_cells(config)
 MERGED_CELLS = grid.merged_cells(config)
+VARIANT_KINDS = grid.variant_kinds(config)
 CONTAINER = images.for_rules(config.get("container"), Path.cwd())
 # The backends each evaluated cell is also served on, beside the reference (transformers): rule evaluate_on_backend.
 OTHER_BACKENDS = [name for name in config.get("inference", {}).get("backends", [REFERENCE_BACKEND])
@@ -182,16 +183,6 @@ def dataset_train_records(wildcards):
     return [f"{cell.dir}/train.json" for cell in FINETUNE_CELLS if cell.dataset == wildcards.dataset]
 
 
-def variant_kind(variant):
-    """A post-training variant id's kind, as a backend's `unserved` names it: none, early-exit, merge, or the
-    pruning method."""
-    if variant in EARLY_EXIT:
-        return "early-exit"
-    if variant in MERGE:
-        return "merge"
-    return PRUNING[variant].method if variant in PRUNING else "none"
-
-
 def evaluated_cells():
     pruned = [
         cell
@@ -214,7 +205,7 @@ def eval_records(wildcards):
         f"{cell.dir}/{backend}/eval.json"
         for cell in cells
         for backend in OTHER_BACKENDS
-        if BACKENDS.get(backend).serves_kind(variant_kind(cell.pruning))
+        if BACKENDS.get(backend).serves_kind(VARIANT_KINDS[cell.pruning])
     ]
     return [f"{cell.dir}/eval.json" for cell in cells] + served
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from joulebench.backends import BACKENDS, REFERENCE_BACKEND
 from joulebench.cells import (
     REFERENCE_TRAINING,
     merged_cells,
@@ -26,6 +27,7 @@ from joulebench.cells import (
     pruned_cells,
     read_selection,
     unpruned_cells,
+    variant_kinds,
 )
 from joulebench.summary import COLUMNS
 
@@ -43,6 +45,8 @@ SOMETIMES_EMPTY = {
     "delta_parent_rho_hi", "verdict_parent_rho", "precision", "sparse_training", "early_exit", "mean_exit_layer",
     "exit_layers", "exit_compute_fraction", "exit_test_share", "exit_threshold", "exit_measure", "exit_heads",
     "train_sparsity", "train_matmul_dtype", "build_kwh", "quality_note", "rho_note",
+    # a GGUF file's tensor types; the comparison with the same cell on transformers: other backends' rows only
+    "format_detail", "delta_backend_rho", "delta_backend_rho_lo", "delta_backend_rho_hi", "verdict_backend_rho",
     # the base row is the reference of the comparisons; only the finalists are measured side by side
     "energy_ratio", "energy_ratio_lo", "energy_ratio_hi", "speed_ratio", "speed_ratio_lo", "speed_ratio_hi",
     "energy_ratio_base", "energy_verdict_base", "speed_ratio_base", "speed_verdict_base", "finalist",
@@ -99,14 +103,20 @@ def run_grid(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "
         cell for dataset in config["datasets"] if post_training_variants(config)
         for cell in read_selection(workdir / "results" / "selection" / f"{dataset}.json", dataset)
     ]  # fmt: skip
-    assert len(rows) == len(unpruned_cells(config)) + len(merged_cells(config)) + len(pruned_cells(config, selected))
+    cells = unpruned_cells(config) + merged_cells(config) + pruned_cells(config, selected)
+    kinds = variant_kinds(config)
+    others = [BACKENDS.get(name) for name in config.get("inference", {}).get("backends", []) if name != "transformers"]
+    served = [cell for cell in cells for backend in others if backend.serves_kind(kinds[cell.pruning])]
+    assert len(rows) == len(cells) + len(served)
     for row in rows:
         assert row["status"] == "ok", row
         filled = [c for c in ALWAYS_FILLED if c not in blank]
         assert all(row[c] != "" for c in filled), {c: row[c] for c in filled if row[c] == ""}
         assert all(row[c] == "" for c in blank), {c: row[c] for c in blank}
-        if row["is_reference"] == "0":
+        if row["epochs"] != "0":
             assert all(row[c] != "" for c in TUNED_ONLY)
+        if row["backend"] != REFERENCE_BACKEND:
+            assert row["delta_backend_rho"] != "" and row["format_detail"] != ""
         check_ranges(row)
     check_report(workdir / "results")
     return rows
@@ -148,7 +158,9 @@ def check_ranges(row: dict[str, str]) -> None:
         assert row["energy_vs"] == row["energy_verdict"] == row["speed_verdict"] == "reference"
     else:
         assert row["energy_verdict"] in VERDICTS and row["speed_verdict"] in VERDICTS
-        assert row["energy_vs"] == ("base model" if row["pruning"] == "none" else "unpruned parent (paired)")
+        # a cell on another backend is measured alone: its pruned form against its unpruned parent's own record
+        parent = "unpruned parent (paired)" if row["backend"] == REFERENCE_BACKEND else "unpruned parent"
+        assert row["energy_vs"] == ("base model" if row["pruning"] == "none" else parent)
     for column in ("energy_verdict_base", "speed_verdict_base", "paired_energy_verdict", "paired_speed_verdict"):
         assert row[column] in (VERDICTS | {"reference", ""}), (column, row[column])
 
@@ -188,13 +200,14 @@ def micro(tmp_path_factory):
     workdir.mkdir()
     cache.mkdir()
     env = {"SNAKEMAKE_OUTPUT_CACHE": str(cache)}
-    config = micro_config()
+    config = {**micro_config(), "inference": {"backends": [REFERENCE_BACKEND, "llama.cpp"]}}
     rows = run_grid(workdir, config, "--cache", snakefile=workflow / "Snakefile", env=env)
     return {"rows": rows, "config": config, "workflow": workflow, "workdir": workdir, "env": env, "root": root}
 
 
 def test_micro_grid_prunes_the_top_k_and_says_kernels_are_dense(micro):
-    rows, config, workdir = micro["rows"], micro["config"], micro["workdir"]
+    config, workdir = micro["config"], micro["workdir"]
+    rows = [r for r in micro["rows"] if r["backend"] == REFERENCE_BACKEND]
     assert {r["bits"] for r in rows} == {"4", "32"}
     # The paper's flow: exactly the top-k unpruned fine-tuned cells by R were pruned, each with every method.
     k, methods = config["top_k"], {"magnitude", "wanda"}
@@ -219,7 +232,7 @@ def test_a_4bit_cell_is_served_as_trained_and_merged_beside_it(micro):
     """Unpruned 4-bit cells serve their adapter on the NF4 base (as trained); the requantize merge form is
     measured beside each, with Δρ against it; pruned 4-bit cells say they were merged, pruned and re-quantized; the
     sizes are the bytes stored."""
-    rows, workdir = micro["rows"], micro["workdir"]
+    rows, workdir = [r for r in micro["rows"] if r["backend"] == REFERENCE_BACKEND], micro["workdir"]
     forms = {(r["bits"], r["epochs"], r["pruning_method"]): r for r in rows}
     for epochs in ("1", "2"):
         trained, merged = forms[("4", epochs, "none")], forms[("4", epochs, "merge")]
@@ -235,6 +248,31 @@ def test_a_4bit_cell_is_served_as_trained_and_merged_beside_it(micro):
             assert row["model_form"] == "merged → pruned → nf4", row["model_form"]
     report = (workdir / "results" / "report.html").read_text()
     assert "How the 4- and 8-bit cells are deployed" in report and "No merge form was evaluated" not in report
+
+
+def test_every_cell_but_a_merge_form_is_also_served_on_llama_cpp(micro):
+    """Rows per (cell, backend): the exact GGUF format, the same cells but the merge forms (llama.cpp merges every
+    adapter), pruned ones labelled dense; at float32 the same answers as transformers; the report's figure."""
+    rows, workdir = micro["rows"], micro["workdir"]
+    ours = {(r["bits"], r["epochs"], r["pruning"]): r for r in rows if r["backend"] == "llama.cpp"}
+    theirs = {(r["bits"], r["epochs"], r["pruning"]): r for r in rows if r["backend"] == REFERENCE_BACKEND}
+    assert set(ours) == {key for key, r in theirs.items() if r["pruning_method"] != "merge"}
+    for (bits, _, _), row in ours.items():
+        assert row["format"] == {"4": "GGUF Q4_K_M", "32": "GGUF F32"}[bits]
+        assert row["model_form"].endswith(row["format"])
+        assert row["is_reference"] == "0" and (row["rank"] != "") == (row["epochs"] != "0")
+        if row["pruning_method"] != "none":
+            assert row["sparse_kernel"] == "dense kernels — no speedup expected"
+    # The micro model's rows of 64 are too short for Q4_K's blocks of 256: llama.cpp falls back, and the row says so.
+    assert "Q4_K" not in ours[("4", "1", "none")]["format_detail"]
+    base = ours[("32", "0", "none")]
+    assert base["delta_backend_rho"] == base["delta_rho"] and abs(float(base["delta_backend_rho"])) < 0.05
+    predictions = [json.loads(line)["prediction"] for name in ("eval/rca/tiny-llama/32-true_dense/b32-e0-none/",
+                   "eval/rca/tiny-llama/32-true_dense/b32-e0-none/llama.cpp/")
+                   for line in (workdir / "results" / name / "predictions.jsonl").read_text().splitlines()]
+    assert sum(a == b for a, b in zip(predictions[:8], predictions[8:], strict=True)) >= 6
+    report = (workdir / "results" / "report.html").read_text()
+    assert "llama.cpp" in report and "GGUF Q4_K_M" in report
 
 
 def measured_records(workdir: Path) -> list[dict]:
@@ -277,7 +315,8 @@ def test_a_rerun_does_nothing_and_a_grid_value_adds_only_its_cells(micro):
     unselected = len(config["bits"]) * len(config["epochs"]) - k
     # The new evaluations; the last noise probe, which follows every evaluation; the finalists, re-chosen from them.
     assert planned_jobs(workdir, everything, snakefile) == {
-        "evaluate": unselected * len(methods), "probe_reference": 1, "finalists": 1, "aggregate": 1, "report": 1,
+        "evaluate": unselected * len(methods), "evaluate_on_backend": unselected * len(methods),
+        "probe_reference": 1, "finalists": 1, "aggregate": 1, "report": 1,
         "run_status": 1, "all": 1,
     }  # fmt: skip
 
