@@ -30,6 +30,14 @@ MAX_HEIGHT_IN = 9.0
 
 BITS_COLOURS = {"4": "#1b9e77", "8": "#d95f02", "16": "#7570b3", "32": "#e7298a"}
 OTHER_COLOUR = "#666666"
+# Marker shapes of the bit widths where colour names the inference backend.
+BITS_MARKERS = {"4": "v", "8": "D", "16": "s", "32": "o"}
+OTHER_MARKER = "X"
+# The backend every grid runs (joulebench.backends.REFERENCE_BACKEND); a row without a `backend` column was served
+# by it. Its rows are named as before; another backend's rows carry it and their format in their name.
+REFERENCE_BACKEND = "transformers"
+# One colour per backend in order of appearance, the reference backend first (a palette apart from the bits').
+BACKEND_PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 COMPONENT_COLOURS = {"cpu_kwh": "#4c72b0", "gpu_kwh": "#dd8452", "ram_kwh": "#55a868"}
 COMPONENT_NAMES = {"cpu_kwh": "CPU", "gpu_kwh": "GPU", "ram_kwh": "RAM"}
 LINESTYLES = ("-", "--", ":", "-.")
@@ -68,16 +76,47 @@ def is_ok(row: Mapping[str, Any]) -> bool:
     return str(row.get("status", "")).strip() == "ok"
 
 
+def is_base_model(row: Mapping[str, Any]) -> bool:
+    """The base model as downloaded (epochs 0): the reference row, or the same model served by another backend."""
+    return is_reference(row) or bits_key(row.get("epochs", "")) == "0"
+
+
+def backend_of(row: Mapping[str, Any]) -> str:
+    """The inference backend that served the row; a row from before the `backend` column: the reference backend."""
+    return str(row.get("backend", "") or "").strip() or REFERENCE_BACKEND
+
+
+def served_as(row: Mapping[str, Any]) -> str:
+    """Backend and exact format: 'llama.cpp GGUF Q4_K_M', 'transformers bitsandbytes nf4'."""
+    return " ".join(part for part in (backend_of(row), str(row.get("format", "") or "").strip()) if part)
+
+
+def backend_tag(row: Mapping[str, Any]) -> str:
+    """' · llama.cpp GGUF Q4_K_M' for a row another backend than the reference served; '' for the reference's."""
+    return "" if backend_of(row) == REFERENCE_BACKEND else f" · {served_as(row)}"
+
+
+def backends(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The backends of the rows, the reference backend first (when present), then in order of appearance."""
+    seen = list(dict.fromkeys(backend_of(row) for row in rows))
+    return sorted(seen, key=lambda backend: backend != REFERENCE_BACKEND)
+
+
+def backend_colours(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    return {b: BACKEND_PALETTE[i % len(BACKEND_PALETTE)] for i, b in enumerate(backends(rows))}
+
+
 def cell_label(row: Mapping[str, Any], with_model: bool = False) -> str:
-    """A short cell name such as 'b4 e2 2:4'; the base model row is 'base'."""
+    """A short cell name such as 'b4 e2 2:4'; the base model row is 'base'. A row another backend served carries it
+    and its format: 'b4 e2 2:4 · llama.cpp GGUF Q4_K_M', 'base · llama.cpp GGUF F16'."""
     prefix = f"{short_model(row.get('model', ''))} " if with_model else ""
-    if is_reference(row):
-        return f"{prefix}base"
+    if is_base_model(row):
+        return f"{prefix}base{backend_tag(row)}"
     parts = [f"b{bits_key(row.get('bits', ''))}", f"e{bits_key(row.get('epochs', ''))}", training_tag(row)]
     pruning = str(row.get("pruning", "") or "").strip()
     if pruning.lower() not in NO_PRUNING:
         parts.append(pruning)
-    return prefix + " ".join(part for part in parts if part)
+    return prefix + " ".join(part for part in parts if part) + backend_tag(row)
 
 
 def training_tag(row: Mapping[str, Any]) -> str:
@@ -91,9 +130,12 @@ def short_model(model: Any) -> str:
 
 
 def rank_key(row: Mapping[str, Any]) -> tuple[int, float, str]:
-    """Reference first, then by rank, then unranked cells by label."""
+    """Reference first (then the base model as other backends served it), then by rank, then unranked cells by
+    label."""
     if is_reference(row):
         return (0, 0.0, "")
+    if is_base_model(row):
+        return (0, 1.0, cell_label(row))
     rank = to_float(row.get("rank", ""))
     if rank is not None:
         return (1, rank, "")
@@ -321,10 +363,11 @@ def inference_carbon_key(rows: Iterable[Mapping[str, Any]]) -> str:
 
 def _epochs_group(row: Mapping[str, Any], with_model: bool) -> str:
     prefix = f"{short_model(row.get('model'))}\n" if with_model else ""
-    if is_reference(row):
-        return prefix + "base"
+    backend = "" if backend_of(row) == REFERENCE_BACKEND else f"\n{backend_of(row)}"
+    if is_base_model(row):
+        return prefix + "base" + backend
     epochs = bits_key(row.get("epochs"))
-    return f"{prefix}{epochs} epoch{'' if epochs == '1' else 's'}"
+    return f"{prefix}{epochs} epoch{'' if epochs == '1' else 's'}{backend}"
 
 
 def _draw_grouped_bars(ax: Axes, rows: Sequence[Mapping[str, Any]], key: str, error_key: str | None,
@@ -430,14 +473,24 @@ def is_pruned(row: Mapping[str, Any]) -> bool:
     return not is_reference(row) and str(row.get("pruning", "") or "").strip().lower() not in NO_PRUNING
 
 
-def finetune_key(row: Mapping[str, Any]) -> tuple[str, ...]:
-    return (str(row.get("dataset", "")), str(row.get("model", "")), bits_key(row.get("bits")),
-            bits_key(row.get("epochs")), str(row.get("training", "")))
+def finetune_key(row: Mapping[str, Any], with_backend: bool = True) -> tuple[str, ...]:
+    """The fine-tuned cell of a row (dataset, model, bits, epochs, training) and, unless `with_backend` is False, the
+    backend that served it, so that a variant pairs with its parent as the same backend served it."""
+    key = (str(row.get("dataset", "")), str(row.get("model", "")), bits_key(row.get("bits")),
+           bits_key(row.get("epochs")), str(row.get("training", "")))
+    return (*key, backend_of(row)) if with_backend else key
+
+
+def variant_key(row: Mapping[str, Any], with_backend: bool = True) -> tuple[str, ...]:
+    """The evaluated cell (its fine-tuned cell and post-training variant); without the backend, the key a row shares
+    with the same cell served by every other backend."""
+    return (*finetune_key(row, with_backend), str(row.get("pruning", "") or "").strip())
 
 
 def parents_by_cell(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], Mapping[str, Any]]:
-    """The ok fine-tuned rows without a post-training variant (the parents of the variant rows), by fine-tuned cell."""
-    return {finetune_key(r): r for r in rows if is_ok(r) and not is_reference(r) and not is_pruned(r)}
+    """The ok fine-tuned rows without a post-training variant (the parents of the variant rows), by fine-tuned cell
+    and backend."""
+    return {finetune_key(r): r for r in rows if is_ok(r) and not is_base_model(r) and not is_pruned(r)}
 
 
 def pruning_pattern(row: Mapping[str, Any]) -> str:
@@ -489,10 +542,12 @@ def pruning_impact(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "method": str(row.get("pruning_method", "") or ""), "pattern": pruning_pattern(row),
             "pruning": str(row.get("pruning", "")), "vs_parent": vs_parent, "vs_base": vs_base,
             "precision": row.get("precision", ""), "sparse_training": row.get("sparse_training", ""),
+            "backend": backend_of(row), "served": backend_tag(row),
         })  # fmt: skip
     datasets = datasets_in_order(entries)
     return sorted(entries, key=lambda e: (datasets.index(e["dataset"]), e["method"], e["pattern"],
-                                          to_float(e["bits"]) or 0.0, to_float(e["epochs"]) or 0.0, e["model"]))
+                                          to_float(e["bits"]) or 0.0, to_float(e["epochs"]) or 0.0, e["model"],
+                                          e["backend"] != REFERENCE_BACKEND, e["served"]))  # fmt: skip
 
 
 def _draw_impact_axis(ax: Axes, entries: Sequence[Mapping[str, Any]], which: str) -> None:
@@ -527,7 +582,8 @@ def _draw_impact_axis(ax: Axes, entries: Sequence[Mapping[str, Any]], which: str
 
 def _impact_label(entry: Mapping[str, Any], with_model: bool) -> str:
     prefix = f"{short_model(entry['model'])} " if with_model else ""
-    return f"{entry['pruning']} · {prefix}b{entry['bits']} e{entry['epochs']} {training_tag(entry)}".strip()
+    label = f"{entry['pruning']} · {prefix}b{entry['bits']} e{entry['epochs']} {training_tag(entry)}".strip()
+    return label + entry.get("served", "")
 
 
 def _draw_impact(fig: Figure, entries: Sequence[Mapping[str, Any]]) -> None:
@@ -582,12 +638,12 @@ def early_exit_curves(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         threshold = to_float(row.get("exit_threshold"))
         if threshold is None:
             continue
-        key = (*finetune_key(row), str(row.get("exit_measure", "")), str(row.get("exit_heads", "")))
+        measure, heads = str(row.get("exit_measure", "")), str(row.get("exit_heads", ""))
         parent = parents.get(finetune_key(row), {})
-        curve = curves.setdefault(key, {
-            "dataset": key[0], "model": key[1], "label": f"{cell_label(parent or row)} · {key[5]}, {key[6]} heads",
-            "bits": key[2], "points": [], "parent_rho": to_float(parent.get("rho")),
-            "parent_wh": to_float(parent.get("wh_per_query")),
+        curve = curves.setdefault((*finetune_key(row), measure, heads), {
+            "dataset": str(row.get("dataset", "")), "model": str(row.get("model", "")),
+            "label": f"{cell_label(parent or row)} · {measure}, {heads} heads", "bits": bits_key(row.get("bits")),
+            "points": [], "parent_rho": to_float(parent.get("rho")), "parent_wh": to_float(parent.get("wh_per_query")),
         })  # fmt: skip
         curve["points"].append((threshold, to_float(row.get("rho")), to_float(row.get("wh_per_query"))))
     for curve in curves.values():
@@ -691,12 +747,7 @@ def _draw_pareto_axis(ax: Axes, rows: Sequence[Mapping[str, Any]], with_model: b
                     ha="right" if above else "left", va="bottom" if above else "top", fontsize=6,
                     fontweight="bold", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
                                              "alpha": 0.8})
-    energies = [p[0] for row in rows if (p := _energy_quality(row)) is not None]
-    if min(energies) > 0 and spans_decades(energies):
-        ax.set_xscale("log")
-        # Plain numbers (0.002) read better next to the tables' figures than 10^-3 powers.
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
-        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
+    log_x_when_wide(ax, [p[0] for row in rows if (p := _energy_quality(row)) is not None])
     ax.set_xlabel(PARETO_ENERGY_LABEL)
     ax.set_ylabel("ρ (quality)")
     ax.grid(linewidth=0.4, alpha=0.5)
@@ -717,6 +768,15 @@ def _draw_pareto(fig: Figure, rows: Sequence[Mapping[str, Any]]) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 7), frameon=False)
 
 
+def log_x_when_wide(ax: Axes, values: Sequence[float]) -> None:
+    """A log x axis, with plain-number ticks, when the (all positive) values span more than a decade."""
+    if values and min(values) > 0 and spans_decades(values):
+        ax.set_xscale("log")
+        # Plain numbers (0.002) read better next to the tables' figures than 10^-3 powers.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
+
+
 def _minor_log_label(value: float, _pos: int | None = None) -> str:
     """Label the 2x and 5x minor ticks of a log axis, leave the rest blank."""
     if value <= 0:
@@ -733,3 +793,74 @@ def pareto_svg(rows: Sequence[Mapping[str, Any]]) -> str:
         return placeholder_svg("no evaluated cells with a deployment energy per query and a quality figure")
     height = 0.6 + 3.0 * len(datasets_in_order(selected))
     return _render((FIG_WIDTH_IN, min(height, MAX_HEIGHT_IN)), _draw_pareto, selected)
+
+
+# --- energy per query against quality, by inference backend ----------------------------------------------------
+
+BACKEND_ENERGY_KEY = "wh_per_query"
+BACKEND_ENERGY_LABEL = "energy per query (Wh, answers' real length)"
+BACKEND_QUALITY_LABEL = "ρ (mean quality)"
+
+
+def _serving_point(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(Wh per query at the answers' real lengths, ρ) of an evaluated row that has both."""
+    wh, rho = to_float(row.get(BACKEND_ENERGY_KEY)), to_float(row.get("rho"))
+    if not is_ok(row) or wh is None or rho is None or not math.isfinite(wh) or not math.isfinite(rho):
+        return None
+    return wh, rho
+
+
+def bits_marker(bits: Any) -> str:
+    return BITS_MARKERS.get(bits_key(bits), OTHER_MARKER)
+
+
+def _draw_backends_axis(ax: Axes, rows: Sequence[Mapping[str, Any]], colours: Mapping[str, str]) -> None:
+    points = {id(row): p for row in rows if (p := _serving_point(row)) is not None}
+    # The same cell on several backends: a thin line joins its points, so each cell's move reads at a glance.
+    cells: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for row in rows:
+        cells.setdefault(variant_key(row, with_backend=False), []).append(points[id(row)])
+    for joined in (sorted(p) for p in cells.values() if len(p) > 1):
+        ax.plot([p[0] for p in joined], [p[1] for p in joined], color="#999999", linewidth=0.5, zorder=1)
+    for row in rows:
+        colour = colours[backend_of(row)]
+        ax.scatter([points[id(row)][0]], [points[id(row)][1]], marker=bits_marker(row.get("bits")), s=26,
+                   facecolors="none" if is_pruned(row) else colour, edgecolors=colour, linewidths=0.9, zorder=2)
+    log_x_when_wide(ax, [p[0] for p in points.values()])
+    ax.set_xlabel(BACKEND_ENERGY_LABEL)
+    ax.set_ylabel(BACKEND_QUALITY_LABEL)
+    ax.grid(linewidth=0.4, alpha=0.5)
+    ax.margins(x=0.08, y=0.1)
+
+
+def _draw_backends(fig: Figure, rows: Sequence[Mapping[str, Any]]) -> None:
+    colours = backend_colours(rows)
+    dataset_panels(fig, rows, lambda ax, mine, _with_model: _draw_backends_axis(ax, mine, colours))
+    handles: list[Any] = [Patch(color=colour, label=backend) for backend, colour in colours.items()]
+    present = sorted({bits_key(r.get("bits")) for r in rows}, key=lambda b: to_float(b) or 0.0)
+    handles += [Line2D([], [], linestyle="", marker=bits_marker(bits), color="#555555", label=f"{bits}-bit")
+                for bits in present]  # fmt: skip
+    if any(is_pruned(r) for r in rows):
+        handles.append(Line2D([], [], linestyle="", marker="o", markerfacecolor="none", markeredgecolor="#555555",
+                              label="hollow: pruned"))  # fmt: skip
+    if len({variant_key(r, with_backend=False) for r in rows}) < len(rows):
+        handles.append(Line2D([], [], color="#999999", linewidth=0.5, label="line: one cell on each backend"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
+
+
+def backend_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The evaluated rows with an energy per query and a ρ, each backend's together, in report order."""
+    keep = [row for row in rows if _serving_point(row) is not None]
+    order = backends(keep)
+    return sorted(keep, key=lambda row: (order.index(backend_of(row)), rank_key(row)))
+
+
+def backend_energy_quality_svg(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Every evaluated cell by its energy per query at the answers' real lengths and its ρ: one colour per inference
+    backend, the bits as marker shapes, pruned cells hollow, one cell's points on several backends joined; one panel
+    per dataset."""
+    selected = backend_rows(rows)
+    if not selected:
+        return placeholder_svg("no evaluated cells with an energy per query and a quality figure")
+    height = 0.7 + 2.8 * len(datasets_in_order(selected))
+    return _render((FIG_WIDTH_IN, min(height, MAX_HEIGHT_IN)), _draw_backends, selected)

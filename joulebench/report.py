@@ -52,7 +52,7 @@ PERCENT_SCALED = {"bleu"}
 # Row keys the template reads beyond COLUMNS (summary.json only, or added by later versions): blank when absent.
 EXTRA_ROW_KEYS = (
     "energy_reason", "speed_reason", "energy_ratio_base_lo", "energy_ratio_base_hi", "speed_ratio_base_lo",
-    "speed_ratio_base_hi", "variant", "started_utc",
+    "speed_ratio_base_hi", "variant", "started_utc", "backend", "format", "format_detail",
 )  # fmt: skip
 # The way each figure is better: less energy, more tokens/s.
 GOOD_WAY = {"energy": LOWER, "speed": HIGHER}
@@ -279,7 +279,7 @@ def answer_notes(row: Mapping[str, str]) -> list[str]:
 def same_answers_warning(rows: Sequence[Mapping[str, str]]) -> str:
     """A warning when every tuned cell of one dataset's rows (two or more, each with an answers fingerprint) gave
     the same answer list, item for item: the ranking's quality term then tells them apart by nothing."""
-    tuned = [row for row in rows if charts.is_ok(row) and not charts.is_reference(row)]
+    tuned = [row for row in rows if charts.is_ok(row) and not charts.is_base_model(row)]
     fingerprints = {row.get("answers_sha256", "") for row in tuned}
     if len(tuned) < 2 or "" in fingerprints or len(fingerprints) != 1:
         return ""
@@ -297,6 +297,8 @@ def _decorate(row: Mapping[str, str], with_model: bool, top_k: int) -> dict[str,
         "notes": answer_notes(row),
         "label": charts.cell_label(row, with_model),
         "reference": charts.is_reference(row),
+        "base_model": charts.is_base_model(row),
+        "served_as": charts.served_as(row),
         "top": is_top(row, top_k),
         "error_short": truncate_error(row.get("error", "")),
         "energy_cmp": row_comparison(row, "energy"),
@@ -308,10 +310,12 @@ def _decorate(row: Mapping[str, str], with_model: bool, top_k: int) -> dict[str,
 
 def finetune_ranking(rows: Sequence[Mapping[str, str]], prune_all: bool, with_model: bool) -> list[dict[str, Any]]:
     """One dataset's unpruned fine-tuned cells by `finetune_rank`, with the R that chose the top k (normalised over
-    these cells only: `finetune_score`)."""
+    these cells only: `finetune_score`). The top k is chosen on the reference backend: another backend's cell is
+    listed only where it has a fine-tune rank."""
     unpruned = [
         row for row in rows
-        if charts.is_ok(row) and not charts.is_reference(row) and not charts.is_pruned(row)
+        if charts.is_ok(row) and not charts.is_base_model(row) and not charts.is_pruned(row)
+        and (charts.backend_of(row) == charts.REFERENCE_BACKEND or to_float(row.get("finetune_rank")) is not None)
     ]  # fmt: skip
     view = [
         {
@@ -337,6 +341,19 @@ def format_delta(value: Any) -> str:
     return "" if number is None else f"{number:+.3f}"
 
 
+def delta_view(row: Mapping[str, Any], metric: str, scale: float = 1, digits: int = 3) -> dict[str, str] | None:
+    """A row's `delta_<metric>` with its interval (`_lo`, `_hi`) and the verdict the interval supports, as shown;
+    None without both bounds (never an improvement without its interval)."""
+    if not charts.has_uncertainty(row, metric):
+        return None
+    delta, low, high = (to_float(row[f"delta_{metric}{s}"]) or 0.0 for s in ("", "_lo", "_hi"))
+    verdict = charts.change_verdict(delta, low, high)
+    return {
+        "delta": f"{scale * delta:+.{digits}f}", "interval": f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}]",
+        "verdict": verdict, "mark": charts.VERDICT_MARKS[verdict], "css": verdict.replace(" ", "-"),
+    }  # fmt: skip
+
+
 def quality_view(rows: Sequence[Mapping[str, str]], with_model: bool) -> list[dict[str, Any]]:
     """Per tuned cell: each metric's difference against the base with its interval and verdict, and p_first.
 
@@ -346,19 +363,8 @@ def quality_view(rows: Sequence[Mapping[str, str]], with_model: bool) -> list[di
     for row in rows:
         if charts.is_reference(row) or not charts.is_ok(row):
             continue
-        cells = {}
-        for metric in QUALITY_METRICS:
-            if not charts.has_uncertainty(row, metric):
-                cells[metric] = None
-                continue
-            delta, low, high = (to_float(row[f"delta_{metric}{s}"]) for s in ("", "_lo", "_hi"))
-            verdict = charts.change_verdict(delta, low, high)  # type: ignore[arg-type]
-            scale, digits = (100, 2) if metric in PERCENT_SCALED else (1, 3)
-            cells[metric] = {
-                "delta": f"{scale * delta:+.{digits}f}",  # type: ignore[operator]
-                "interval": f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}]",  # type: ignore[operator]
-                "verdict": verdict, "mark": charts.VERDICT_MARKS[verdict], "css": verdict.replace(" ", "-"),
-            }  # fmt: skip
+        cells = {metric: delta_view(row, metric, *((100, 2) if metric in PERCENT_SCALED else (1, 3)))
+                 for metric in QUALITY_METRICS}  # fmt: skip
         view.append({
             "label": charts.cell_label(row, with_model), "rank": row.get("rank", ""), "metrics": cells,
             "p_first": format_share(row.get("p_first")),
@@ -629,12 +635,13 @@ def noise_floor_view(floors: Mapping[str, Any] | None, rows: Sequence[Mapping[st
 def label_map(rows: Sequence[Mapping[str, str]]) -> dict[str, str]:
     """The labels summary.json's finalists and sensitivity sections use (joulebench.jobs.finalist_label: model, bits,
     epochs, variant) -> the report's own cell labels, so that one cell has one name throughout. A label not found
-    is shown as given."""
+    is shown as given. Where several backends served the cell, the label names the reference backend's row (the
+    finalists and the sensitivity tables are of ranked cells, measured on it)."""
     from joulebench.jobs import finalist_label
 
     with_model = charts.needs_model_prefix(rows)
     names: dict[str, str] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: charts.backend_of(r) != charts.REFERENCE_BACKEND):
         if charts.is_ok(row):
             with contextlib.suppress(KeyError, TypeError):
                 names.setdefault(finalist_label(dict(row)), charts.cell_label(row, with_model))
@@ -647,12 +654,17 @@ def _named(labels: Mapping[str, str], label: Any) -> str:
 
 
 def _row_key(row: Mapping[str, Any]) -> tuple[str, ...]:
-    """The cell key of a summary row (joulebench.summary.cell_key), as text, so that typed and string rows match."""
-    return tuple(_text(row.get(key)) for key in ("dataset", "model", "training", "bits", "epochs", "pruning"))
+    """The cell key of a summary row (joulebench.summary.cell_key), as text, so that typed and string rows match;
+    a row another backend than the reference served has its backend last."""
+    key = tuple(_text(row.get(key)) for key in ("dataset", "model", "training", "bits", "epochs", "pruning"))
+    backend = charts.backend_of(row)
+    return key if backend == charts.REFERENCE_BACKEND else (*key, backend)
 
 
 def _finalist_key(entry: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(_text(part) for part in entry.get("cell_key") or [])
+    """A finalist's `cell_key` as text, in `_row_key`'s form (the reference backend, when named, dropped)."""
+    key = tuple(_text(part) for part in entry.get("cell_key") or [])
+    return key[:6] if len(key) == 7 and key[6] == charts.REFERENCE_BACKEND else key
 
 
 def _finalists_by_dataset(finalists: Sequence[Mapping[str, Any]] | None) -> dict[str, Mapping[str, Any]]:
@@ -1041,7 +1053,7 @@ def at_a_glance(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
     summary = []
     for dataset in charts.datasets_in_order(rows):
         tuned = sorted(
-            (r for r in rows if r["dataset"] == dataset and charts.is_ok(r) and not charts.is_reference(r)),
+            (r for r in rows if r["dataset"] == dataset and charts.is_ok(r) and not charts.is_base_model(r)),
             key=charts.rank_key,
         )
         picks = []
@@ -1066,6 +1078,46 @@ def pareto_table(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
         for dataset, front in charts.pareto_fronts(rows).items()
         for row in front
     ]
+
+
+# The width at which two backends serve the same weights in 16 bits (GGUF F16 against bfloat16): a gap there is the
+# engine's, not a quantization format's.
+CONTROL_BITS = "16"
+
+
+def backend_quality(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """Per dataset and backend other than the reference: each evaluated cell it served, with its ρ beside the same
+    cell on the reference backend and Δρ (`delta_backend_rho`: the paired bootstrap of cell − the same cell on the
+    reference backend) with its interval and verdict; 16-bit cells first (the control: the same weights in 16 bits
+    on both), then by bits. `by_bits` tallies the verdicts per bit width."""
+    with_model = charts.needs_model_prefix(rows)
+    twins = {charts.variant_key(r, with_backend=False): r for r in rows
+             if charts.is_ok(r) and charts.backend_of(r) == charts.REFERENCE_BACKEND}  # fmt: skip
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        backend = charts.backend_of(row)
+        if not charts.is_ok(row) or backend == charts.REFERENCE_BACKEND:
+            continue
+        twin = twins.get(charts.variant_key(row, with_backend=False), {})
+        groups.setdefault((row["dataset"], backend), []).append({
+            **_decorate(row, with_model, 0), "bits": charts.bits_key(row.get("bits")),
+            "against": charts.served_as(twin) if twin else "", "twin_rho": twin.get("rho", ""),
+            "delta_backend": delta_view(row, "backend_rho", 1, 4),
+        })  # fmt: skip
+    view = []
+    for (dataset, backend), entries in groups.items():
+        entries.sort(key=lambda e: (e["bits"] != CONTROL_BITS, to_float(e["bits"]) or 0.0, charts.rank_key(e)))
+        tally: dict[str, dict[str, int]] = {}
+        for entry in entries:
+            verdict = entry["delta_backend"]["verdict"] if entry["delta_backend"] else "no interval"
+            counts = tally.setdefault(entry["bits"], {})
+            counts[verdict] = counts.get(verdict, 0) + 1
+        by_bits = [f"{bits}-bit{' (control)' if bits == CONTROL_BITS else ''}: "
+                   + ", ".join(f"{n} × {verdict}" for verdict, n in counts.items()) for bits, counts in tally.items()]
+        view.append({"dataset": dataset, "backend": backend, "entries": entries, "by_bits": "; ".join(by_bits),
+                     "control": CONTROL_BITS in tally})  # fmt: skip
+    datasets = charts.datasets_in_order(rows)
+    return sorted(view, key=lambda g: datasets.index(g["dataset"]))
 
 
 def impact_flags(rows: Sequence[Mapping[str, str]]) -> dict[str, bool]:
@@ -1142,6 +1194,9 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
                                 inputs.ranking_note, inputs.w)  # fmt: skip
     signatures = signatures_view(inputs.metrics)
     heads = metric_heads(rows, signatures)
+    # Another backend than the reference in the grid: the rankings name each row's backend and format, and the
+    # backends' section (figure and Δρ table) is shown; a grid on the reference backend alone reads as before.
+    show_backend = any(charts.backend_of(row) != charts.REFERENCE_BACKEND for row in rows)
     return {
         "title": inputs.title,
         "run_date": run_date(inputs.provenance, inputs.run_info),
@@ -1182,6 +1237,8 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
         "examples": examples_view(inputs.examples),
         "lifecycle": lifecycle_view(rows, LifecycleSettings.from_config(inputs.lifecycle), inputs.finalists),
         "show_model": charts.needs_model_prefix(rows),
+        "show_backend": show_backend,
+        "backend_quality": backend_quality(rows) if show_backend else [],
         # Trusted: generated by joulebench.charts / read from our own template folder.
         "stylesheet": Markup(stylesheet),
         "chart_energy": Markup(charts.energy_breakdown_svg(rows)),
@@ -1190,6 +1247,7 @@ def build_context(inputs: ReportInputs, stylesheet: str) -> dict[str, Any]:
         "chart_pruning": Markup(charts.pruning_impact_svg(rows)),
         "chart_pareto": Markup(charts.pareto_svg(rows)),
         "chart_early_exit": Markup(charts.early_exit_svg(rows)),
+        "chart_backends": Markup(charts.backend_energy_quality_svg(rows)) if show_backend else "",
     }
 
 

@@ -5,11 +5,13 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
 
 from joulebench import charts
 from joulebench.charts import BETTER, NO_INTERVAL, UNCLEAR, WORSE, change_verdict, pareto_front, pruning_impact
 
-from .test_report import SCRIPT, realistic_rows, realistic_training
+from .test_report import SCRIPT, _llama, backend_rows, realistic_rows, realistic_training
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -239,3 +241,67 @@ def test_names_in_figures_are_text_not_markup():
 def test_empty_inputs_give_placeholders():
     for svg in _all_svgs([], []).values():
         assert svg.startswith("<svg") and "no " in _texts(svg)
+
+
+# --- several inference backends ---------------------------------------------------------------------------------
+
+
+def test_a_row_of_another_backend_is_named_with_its_backend_and_format():
+    rows = backend_rows()
+    b4 = next(r for r in rows if (r["dataset"], r["bits"], r["epochs"], r["pruning"]) == ("rca", "4", "1", "none"))
+    assert "backend" not in b4 and charts.cell_label(b4) == "b4 e1"  # an older row: transformers, named as before
+    assert charts.cell_label({**b4, "backend": "transformers"}) == "b4 e1"
+    assert charts.cell_label(_llama(rows, "4", "1")) == "b4 e1 · llama.cpp GGUF Q4_K_M"
+    assert charts.cell_label(_llama(rows, "4", "1", "magnitude 2:4")) == "b4 e1 magnitude 2:4 · llama.cpp GGUF Q4_K_M"
+    assert charts.cell_label(_llama(rows, "32", "0"), with_model=True) == "tiny-llama base · llama.cpp GGUF F32"
+    for dataset in ("rca", "saf"):
+        labels = [charts.cell_label(r) for r in rows if r["dataset"] == dataset and charts.is_ok(r)]
+        assert len(labels) == len(set(labels)), dataset
+    assert charts.backends(rows) == ["transformers", "llama.cpp"]
+    assert charts.backends([_llama(rows, "4", "1"), b4]) == ["transformers", "llama.cpp"]
+
+
+def test_a_pruned_row_pairs_with_its_parent_on_the_same_backend():
+    rows = backend_rows()
+    parents = charts.parents_by_cell(rows)
+    pruned = _llama(rows, "4", "1", "magnitude 2:4")
+    assert parents[charts.finetune_key(pruned)] is _llama(rows, "4", "1")
+    transformers = next(r for r in rows if "backend" not in r and r["dataset"] == "rca" and r["bits"] == "4"
+                        and r["epochs"] == "1" and r["pruning"] == "magnitude 2:4")  # fmt: skip
+    assert parents[charts.finetune_key(transformers)].get("backend") is None
+    assert charts.variant_key(pruned, with_backend=False) == charts.variant_key(transformers, with_backend=False)
+    assert not any(charts.is_base_model(parent) for parent in parents.values())
+    entries = [e for e in pruning_impact(rows) if e["backend"] == "llama.cpp"]
+    assert len(entries) == 1 and entries[0]["vs_parent"].delta == pytest.approx(0.2029 - 0.1814)
+    assert "magnitude 2:4 · b4 e1 · llama.cpp GGUF Q4_K_M" in _texts(charts.pruning_impact_svg(rows))
+    inference = _texts(charts.inference_svg(rows))
+    assert "base llama.cpp" in inference and "1 epoch llama.cpp" in inference
+
+
+def test_the_backends_figure_has_one_colour_per_backend_and_the_bits_as_markers():
+    rows = backend_rows()
+    svg = charts.backend_energy_quality_svg(rows)
+    assert svg.startswith("<svg") and len(svg.encode()) < 150_000
+    ET.fromstring(svg)
+    texts = _texts(svg)
+    for text in ("transformers", "llama.cpp", "4-bit", "8-bit", "16-bit", "32-bit", "hollow: pruned", "rca", "saf",
+                 charts.BACKEND_ENERGY_LABEL, charts.BACKEND_QUALITY_LABEL, "line: one cell on each backend"):
+        assert text in texts, text
+    colours = charts.backend_colours(rows)
+    assert list(colours) == ["transformers", "llama.cpp"] and len(set(colours.values())) == 2
+    # Each point's colour is its backend's, its shape its bits'; only ok rows with both an energy per query and a ρ.
+    selected = charts.backend_rows(rows)
+    assert len(selected) == sum(1 for r in rows if charts.is_ok(r))
+    fig = Figure()
+    charts._draw_backends(fig, selected)
+    rca, saf = fig.axes
+    points = [(to_hex(c.get_edgecolor()[0]), c.get_facecolor().size > 0) for c in rca.collections]
+    served = [r for r in selected if r["dataset"] == "rca"]
+    assert points == [(colours[charts.backend_of(r)], not charts.is_pruned(r)) for r in served]
+    assert {colour for colour, _ in points} == set(colours.values())
+    assert {to_hex(c.get_edgecolor()[0]) for c in saf.collections} == {colours["transformers"]}
+    assert rca.get_xscale() == "log" and saf.get_xscale() == "linear"  # rca's energies span decades
+    assert len(rca.lines) == 4  # one thin line per cell served by both backends
+    one_backend = charts.backend_energy_quality_svg(realistic_rows())
+    assert "llama.cpp" not in _texts(one_backend) and f"fill: {charts.BACKEND_PALETTE[1]}" not in one_backend
+    assert "no evaluated cells" in _texts(charts.backend_energy_quality_svg([]))

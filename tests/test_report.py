@@ -1184,3 +1184,116 @@ def test_a_constant_answer_and_blank_quality_figures_are_noted_on_the_cell_never
     final = {_cells(tr)[0]: _cells(tr) for tr in _rows_of(_tables(rca, "final")[0])}
     assert final["— n2"][6:14] == ["—"] * 8  # ρ and the seven metrics: a dash, never 0
     assert "2 n1" in final and "0.000" not in final["— n2"]
+
+
+# --- several inference backends (inference.backends) -----------------------------------------------------------
+
+TRANSFORMERS_FORMATS = {"4": "bitsandbytes nf4", "8": "bitsandbytes int8", "16": "bfloat16", "32": "float32"}
+GGUF_FORMATS = {"4": "GGUF Q4_K_M", "8": "GGUF Q8_0", "16": "GGUF F16", "32": "GGUF F32"}
+# rca cells also served by llama.cpp, (bits, epochs, pruning) -> (ρ, Wh per query, Δρ against transformers, half
+# width of its interval; None: no interval).
+LLAMA_CELLS = {
+    ("32", "0", "none"): (0.096, 0.05, -0.001, 0.004),
+    ("4", "1", "none"): (0.1814, 0.04, -0.03, 0.012),
+    ("16", "1", "none"): (0.2090, 0.06, -0.0005, 0.005),
+    ("4", "1", "magnitude 2:4"): (0.2029, 0.045, None, None),
+}
+
+
+def backend_rows() -> list[dict[str, str]]:
+    """The realistic rows, each with its format (no `backend` column: an older transformers row), and rca's base
+    model, b4 e1, b16 e1 and b4 e1 magnitude 2:4 served by llama.cpp too: not the reference, not ranked on the
+    fine-tune ranking, with Δρ against the same cell on transformers."""
+    rows = realistic_rows()
+    for row in rows:
+        row["format"] = TRANSFORMERS_FORMATS[row["bits"]]
+    served = []
+    for row in rows:
+        values = LLAMA_CELLS.get((row["bits"], row["epochs"], row["pruning"]))
+        if row["dataset"] != "rca" or values is None:
+            continue
+        rho, wh, delta, half = values
+        twin = {k: v for k, v in row.items()
+                if not k.startswith(("finetune_", "delta_parent", "paired_", "finalist", "energy_", "speed_"))}
+        twin.update(backend="llama.cpp", format=GGUF_FORMATS[row["bits"]], format_detail="q4_K ×9, q6_K ×3, f32 ×7",
+                    is_reference="0", rho=str(rho), wh_per_query=str(wh), rank="" if row["epochs"] == "0" else "21")
+        if delta is not None:
+            twin.update(delta_backend_rho=str(delta), delta_backend_rho_lo=str(delta - half),
+                        delta_backend_rho_hi=str(delta + half))  # fmt: skip
+        served.append(twin)
+    return rows + served
+
+
+def _llama(rows: list[dict[str, str]], bits: str, epochs: str, pruning: str = "none") -> dict[str, str]:
+    return next(r for r in rows if r.get("backend") == "llama.cpp" and (r["bits"], r["epochs"], r["pruning"]) ==
+                (bits, epochs, pruning))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def backend_tree() -> ET.Element:
+    html = render_html(realistic_inputs(rows=backend_rows()), TEMPLATES)
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "an id is defined twice (several inline SVGs)"
+    return ET.fromstring(html)
+
+
+def test_each_backend_has_its_own_figure_and_quality_table(backend_tree):
+    figures = {f.get("id"): f for f in backend_tree.iter(f"{XHTML}figure")}
+    assert set(figures) == {*FIGURES, "fig-backends"}
+    figure = figures["fig-backends"]
+    assert figure.find(".//{http://www.w3.org/2000/svg}svg") is not None
+    caption = _text(figure.find(f"{XHTML}figcaption"))
+    assert caption.startswith("Figure 7. Energy per query against quality, by inference backend.")
+    assert "CPU and RAM energy figures in this report are estimates, not measurements." in caption
+    table = _tables(backend_tree, "backend-quality")[0]
+    cells = [_cells(tr) for tr in _rows_of(table)]
+    # 16-bit cells first (the control), then by bits; the format served beside transformers' own.
+    detail = " q4_K ×9, q6_K ×3, f32 ×7"
+    assert [c[1] for c in cells[:4]] == [
+        f"b16 e1 · llama.cpp GGUF F16{detail}", f"b4 e1 · llama.cpp GGUF Q4_K_M{detail}",
+        f"b4 e1 magnitude 2:4 · llama.cpp GGUF Q4_K_M{detail}", f"base · llama.cpp GGUF F32{detail}",
+    ]  # fmt: skip
+    assert cells[0][0] == "rca" and cells[0][2:5] == ["transformers bfloat16", "0.209", "0.209"]
+    assert cells[0][5] == "-0.0005 ○ [-0.0055, 0.0045] no clear difference"
+    assert cells[1][2] == "transformers bitsandbytes nf4" and cells[1][5].endswith("worse")
+    assert cells[2][5] == "no interval"
+    tally = cells[4][1]
+    assert tally.startswith("llama.cpp against transformers, by bit width: 16-bit (control): 1 × no clear difference")
+    assert "4-bit: 1 × worse, 1 × no interval" in tally and "32-bit: 1 × no clear difference" in tally
+
+
+def test_a_transformers_only_report_has_no_backend_section_or_column(html, tree):
+    body = html.split("</style>", 1)[1]
+    assert 'id="backends"' not in body and "fig-backends" not in body and "served as" not in body
+    assert "llama.cpp" not in body and "Figure 7" not in body and not _tables(tree, "backend-quality")
+
+
+def test_rankings_name_the_backend_and_format_of_each_row(backend_tree):
+    rca = _dataset_section(backend_tree, "rca")
+    final = _tables(rca, "final")[0]
+    heads = [_text(th) for th in final.iter(f"{XHTML}th")]
+    assert heads[4] == "served as"
+    rows = {tuple(_cells(tr)[1:5]): tr.get("data-rank") for tr in _rows_of(final)}
+    assert rows[("4", "1", "none", "llama.cpp GGUF Q4_K_M")] == "21"
+    assert rows[("4", "1", "none", "transformers bitsandbytes nf4")] == "2"
+    # The base model served by llama.cpp is no reference and has no rank: it sits under the reference, as "base".
+    order = [tr.get("data-rank") for tr in _rows_of(final)]
+    assert order[:3] == ["base", "base", "1"] and _cells(_rows_of(final)[1])[0] == "base"
+    assert "reference" not in _rows_of(final)[1].get("class", "")
+    # The fine-tune ranking (the choice of what to prune, made on transformers) lists no llama.cpp row.
+    finetune = _tables(rca, "finetune")[0]
+    assert len(_rows_of(finetune)) == 8 and "llama.cpp" not in _text(finetune) and "served as" in _text(finetune)
+    # Labels elsewhere tell the backends apart; the finalists keep transformers' cells.
+    quality = _text(_tables(rca, "quality")[0])
+    assert "b4 e1 · llama.cpp GGUF Q4_K_M" in quality and "base · llama.cpp GGUF F32" in quality
+    finalists = [_cells(tr)[0] for tr in _rows_of(_tables(backend_tree, "finalists")[0])]
+    assert "b4 e1" in finalists and not any("llama.cpp" in label for label in finalists)
+    # A finalist's cell key names its backend or not: either way it is the transformers row's, never llama.cpp's.
+    served = backend_rows()
+    llama = _llama(served, "4", "1")
+    key = ["rca", "tiny-llama", "32-true_dense", "4", "1", "none"]
+    assert report._finalist_key({"cell_key": [*key, "transformers"]}) == report._finalist_key({"cell_key": key})
+    assert report._finalist_key({"cell_key": key}) != report._row_key(llama)
+    assert report._finalist_key({"cell_key": [*key, "llama.cpp"]}) == report._row_key(llama)
+    energy = [_cells(tr)[1] for tr in _rows_of(_tables(backend_tree, "energy")[0]) if _cells(tr)[0] == "rca"]
+    assert len(energy) == len(set(energy)) == 25
