@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/harness.py
 	$(BIN)/python benchmarks/noise_agreement.py --reuse-first results/bench/work/default
 	$(BIN)/python benchmarks/meter_overhead.py --seconds 30
+	$(BIN)/python benchmarks/backends.py
 
 # The prepared GPU check (benchmarks/gpu_check.py). On the GPU machine, which has its own torch and no network, it runs
 # with that machine's python3 and the wheels of `make gpu-wheels` (README: "The GPU check"); here it skips in one line.

@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
+from joulebench.backends.base import REFERENCE_BACKEND  # noqa: E402
 from joulebench.summary import to_float  # noqa: E402
 
 # Width fits the A4 portrait text block (210 mm - 2 x 14 mm margins ~ 7.17 in).
@@ -33,9 +34,6 @@ OTHER_COLOUR = "#666666"
 # Marker shapes of the bit widths where colour names the inference backend.
 BITS_MARKERS = {"4": "v", "8": "D", "16": "s", "32": "o"}
 OTHER_MARKER = "X"
-# The backend every grid runs (joulebench.backends.REFERENCE_BACKEND); a row without a `backend` column was served
-# by it. Its rows are named as before; another backend's rows carry it and their format in their name.
-REFERENCE_BACKEND = "transformers"
 # One colour per backend in order of appearance, the reference backend first (a palette apart from the bits').
 BACKEND_PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 COMPONENT_COLOURS = {"cpu_kwh": "#4c72b0", "gpu_kwh": "#dd8452", "ram_kwh": "#55a868"}

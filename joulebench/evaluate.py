@@ -256,7 +256,7 @@ def evaluate_on_backend(
         model_size_mb=engine.file_bytes / 2**20,
         model_form=f"{served.form} → {engine.format}",
         format=engine.format,
-        format_detail=engine.format_detail,
+        format_detail=f"{engine.format_detail}; on {engine.device}",
         backend=backend.name,
         prune=served.prune_report.to_dict(),
         kernel=kernel,

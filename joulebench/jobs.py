@@ -631,11 +631,15 @@ def grid_training(config: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]
 
 
 def finalist_label(row: dict[str, Any]) -> str:
-    """b<bits> e<epochs> <variant>, with the model and the training variant where they are not the default."""
+    """b<bits> e<epochs> <variant>, with the model, and the training variant and backend where they are not the
+    default."""
+    from joulebench.backends.base import REFERENCE_BACKEND
     from joulebench.cells import REFERENCE_TRAINING
 
     label = f"{row['model']} b{row['bits']} e{row['epochs']} {row['pruning']}"
-    return label + (f" ({row['training']})" if row["training"] != REFERENCE_TRAINING.id else "")
+    label += f" ({row['training']})" if row["training"] != REFERENCE_TRAINING.id else ""
+    backend = row.get("backend") or REFERENCE_BACKEND
+    return label + (f" on {backend} {row.get('format', '')}".rstrip() if backend != REFERENCE_BACKEND else "")
 
 
 def aggregate(

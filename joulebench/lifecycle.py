@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from joulebench.backends.base import REFERENCE_BACKEND
 from joulebench.energy.core import COMPONENTS, is_estimate
 from joulebench.summary import to_float
 
@@ -52,10 +53,6 @@ def _text(value: Any) -> str:
 
 def _is_ok(row: Mapping[str, Any]) -> bool:
     return _text(row.get("status")) == "ok"
-
-
-def _is_reference(row: Mapping[str, Any]) -> bool:
-    return _text(row.get("is_reference")) in {"1", "True", "true"}
 
 
 @dataclass(frozen=True)
@@ -247,8 +244,8 @@ def find_baseline(
     chosen.setdefault("sparse_training", DEFAULT_SPARSE_TRAINING)
     left = [
         row for row in rows
-        if _text(row.get("dataset")) == dataset and _is_ok(row) and not _is_reference(row)
-        and _text(row.get("pruning")) == "none"
+        if _text(row.get("dataset")) == dataset and _is_ok(row) and _number(row.get("epochs"))
+        and _text(row.get("pruning")) == "none" and _text(row.get("backend")) in ("", REFERENCE_BACKEND)
     ]  # fmt: skip
     if "model" not in chosen and any(_text(row.get("model")) == prefer_model for row in left):
         chosen["model"] = prefer_model
@@ -274,6 +271,7 @@ def describe_cell(row: Mapping[str, Any]) -> dict[str, Any]:
     sources = {c: _text(row.get(f"{c}_source")) for c in COMPONENTS}
     return {
         "model": _text(row.get("model")),
+        "served_as": " ".join(filter(None, (_text(row.get("backend")), _text(row.get("format"))))),
         "bits": _text(row.get("bits")),
         "epochs": _text(row.get("epochs")),
         "precision": _text(row.get("precision")) or DEFAULT_PRECISION,

@@ -538,7 +538,7 @@ def backend_problems(config: Mapping[str, Any], dims: Mapping[str, Mapping[str, 
     if REFERENCE_BACKEND not in names:
         problems.append(f"inference.backends: list {REFERENCE_BACKEND} too: the base of φ and the top-k selection "
                         "are measured on it")  # fmt: skip
-    bits = [*config["bits"], config.get("reference_bits", 32)]
+    bits = [b for b in (*config["bits"], config.get("reference_bits", 32)) if isinstance(b, int)]
     for name in names:
         if name not in BACKENDS:
             problems.append(f"inference.backends: unknown inference backend {name!r}; known: "

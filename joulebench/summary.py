@@ -247,6 +247,8 @@ def answer_examples(
         label = f"b{best['bits']} e{best['epochs']} {best['pruning']}"
         if best["training"] != REFERENCE_TRAINING.id:
             label += f" ({best['training']})"
+        if best.get("backend", REFERENCE_BACKEND) != REFERENCE_BACKEND:
+            label += f" on {best['backend']} {best['format']}"
         for item in predictions.get(cell_key(best), [])[:count]:
             examples.append({"dataset": dataset, "model": best["model"], "cell": label, "id": item["id"],
                              "target": item["target"], "prediction": item["prediction"],
@@ -330,8 +332,8 @@ def add_uncertainty(
                 if interval is not None:
                     row.update({f"delta_{prefix}_rho": interval.estimate, f"delta_{prefix}_rho_lo": interval.low,
                                 f"delta_{prefix}_rho_hi": interval.high, f"verdict_{prefix}_rho": interval.verdict})
-        unpruned = [sample for sample in samples
-                    if sample[0]["pruning"] == "none" and sample[0]["backend"] == REFERENCE_BACKEND]  # fmt: skip
+        unpruned = [sample for sample in samples if sample[0]["pruning"] == "none"
+                    and sample[0].get("backend", REFERENCE_BACKEND) == REFERENCE_BACKEND]  # fmt: skip
         for key, chosen in (("p_first", samples), ("finetune_p_first", unpruned)):
             shares = rank_stability([c for _, c in chosen], settings.w, resamples, seed)
             for (row, _), share in zip(chosen, shares, strict=True):

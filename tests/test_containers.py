@@ -175,7 +175,8 @@ def test_locks_cover_constraints_every_line_hashed_for_the_images_python():
     assert common == set(wanted) - {"torch"} - tools, (
         f"requirements.lock vs constraints.txt: missing {sorted(set(wanted) - {'torch'} - tools - common)}, "
         f"extra {sorted(common - set(wanted))}; run containers/make_locks.py")
-    assert tools == {"pip", "setuptools"}
+    # pip, setuptools, and what builds llama-cpp-python's sdist without build isolation
+    assert tools == {"pip", "setuptools", "scikit-build-core", "pathspec", "packaging"}
     for lock in (name for name in locks if name.startswith("torch-")):
         variant = lock[len("torch-"):-len(".lock")]
         torch = [(name, version) for name, version, *_ in locks[lock] if norm(name) == "torch"]
