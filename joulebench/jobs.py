@@ -260,7 +260,8 @@ def evaluate(
         class_centroids = classes_from_dict(json.loads(Path(classes).read_text())) if classes else None
         with measuring(energy) as (monitor, span):
             if backend != REFERENCE_BACKEND:
-                with tempfile.TemporaryDirectory(dir=Path(record).parent, prefix="served-") as workdir:
+                # The GGUF files (a float32 one on the way): in TMPDIR, so that a killed job leaves nothing in results
+                with tempfile.TemporaryDirectory(prefix="joulebench-served-") as workdir:
                     result = evaluate_on_backend(
                         BACKENDS.get(backend),
                         CellSpec(model_path, adapter, precision, setting, trust_remote_code=trust),
