@@ -1260,6 +1260,8 @@ def test_each_backend_has_its_own_figure_and_quality_table(backend_tree):
     tally = cells[4][1]
     assert tally.startswith("llama.cpp against transformers, by bit width: 16-bit (control): 1 × no clear difference")
     assert "4-bit: 1 × worse, 1 × no interval" in tally and "32-bit: 1 × no clear difference" in tally
+    notes = [_text(p) for p in backend_tree.iter(f"{XHTML}p") if _text(p).startswith("Not run on llama.cpp")]
+    assert notes and "early-exit cells (llama.cpp decodes every layer" in notes[0] and "merge cells" in notes[0]
 
 
 def test_a_transformers_only_report_has_no_backend_section_or_column(html, tree):

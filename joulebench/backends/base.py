@@ -1,7 +1,7 @@
 """Inference backends: how an evaluated cell is served, in which exact format, and what each backend can serve.
 
 A backend is one module and one registration in `BACKENDS`. It declares the format each bit width becomes (`formats`),
-the post-training kinds it serves (`serves`), and, unless it is the reference backend (`transformers`, which serves the
+the post-training kinds it does not serve (`unserved`), and, unless it is the reference backend (`transformers`, which serves the
 cell's own bitsandbytes or float model through `joulebench.evaluate`), how a cell's model becomes its format and is
 generated with (`build`). Measurement, quality scoring and ranking are the same for every backend.
 """
@@ -42,7 +42,7 @@ class Engine(Protocol):
 class Backend:
     """`formats`: bits → the exact format a cell of that width is served in; a width not listed cannot be served
     (preflight refuses it). `unserved`: the post-training kinds it does not serve ("early-exit", "merge"), and why;
-    those cells are not run on it and the report says so. `sparse_kernels`: whether pruned weights can run faster
+    those cells are not run on it, and the report says so. `sparse_kernels`: whether pruned weights can run faster
     on it. `package`: the import its `build` needs (preflight names it when missing, with `install`)."""
 
     name: str
