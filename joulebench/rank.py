@@ -232,6 +232,12 @@ def add_ranking(rows: Sequence[dict[str, Any]], settings: RankingSettings, k: in
             r["phi"] = 1.0
     for index, result in rank_rows(rows, settings).items():
         rows[index].update(phi=result.phi, score=result.score, rank=result.rank)
+    bases = {_base_key(r): cost(r, settings) for r in rows if r["is_reference"] and _rankable(r)}
+    for r in rows:  # the base model served by another backend: not ranked, its energy efficiency still shown
+        if not _tuned(r) and not r["is_reference"] and r["status"] == "ok":
+            base, own = bases.get(_base_key(r)), cost(r, settings)
+            if base is not None and own:
+                r["phi"] = phi(own, base)
     unpruned = [r for r in rows if r["pruning"] == "none" and r.get("backend", REFERENCE_BACKEND) == REFERENCE_BACKEND]
     for index, result in rank_rows(unpruned, settings).items():
         unpruned[index].update(finetune_rank=result.rank, finetune_score=result.score, top_k=int(result.rank <= k))

@@ -46,6 +46,7 @@ use rule evaluate as evaluate_on_backend with:
         predictions="results/eval/{dataset}/{model}/{training}/b{bits}-e{epochs}-{pruning}/{backend}/predictions.jsonl",
     log:
         "logs/eval/{dataset}/{model}/{training}/b{bits}-e{epochs}-{pruning}/{backend}.log",
+    cache: True  # `use rule` does not carry it over
 
 
 rule class_centroids:

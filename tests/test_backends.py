@@ -208,6 +208,6 @@ def test_only_the_reference_backends_base_is_the_reference_and_keys_tell_backend
     assert len({cell_key(r) for r in rows}) == 4
     assert on_reference_backend(cell_key(rows[3])) == cell_key(rows[2])
     add_ranking(rows, RankingSettings.from_config({"w": 0.7}), k=1)
-    assert "rank" not in rows[1]  # the base model on llama.cpp is a row, not a ranked cell
+    assert "rank" not in rows[1] and rows[1]["phi"] == pytest.approx(2.0)  # a row, not a ranked cell
     assert rows[3]["rank"] == 1 and rows[3]["phi"] == pytest.approx(4.0)  # φ against the transformers base
     assert "finetune_rank" not in rows[3] and rows[2]["finetune_rank"] == 1  # top-k chosen on transformers
