@@ -2,8 +2,9 @@
 `inference.backends: [transformers, llama.cpp]` at bits 4, 8 and 16 (2 epochs, no pruning, no early exit: only what
 the comparison needs), in a scratch working directory. From its summary: per bit width, llama.cpp's tokens/s and
 energy per token against its own 16-bit (F16) and against transformers + bitsandbytes at the same bits, as ratios of
-the timed passes' means with their 95 % intervals and the verdict against the run's own noise floor at those bits.
-Writes results/bench/backends.json and .md; with --readme, the README's table between its backends markers.
+the timed passes' means with their 95 % intervals and the verdict against the run's own noise floor at those bits; and
+per cell, Δρ against transformers at the same bits (its paired bootstrap interval). Writes results/bench/backends.json
+and .md; with --readme, the README's table between its backends markers.
 
 Usage: python benchmarks/backends.py [--config config.yaml] [--reuse DIR] [--readme README.md]
 """
@@ -63,6 +64,8 @@ def compare(workdir: Path) -> dict[str, Any]:
             "format": row["format"], "format_detail": row.get("format_detail", ""),
             "tokens_per_s": row["tokens_per_s"], "j_per_token": row["infer_j_per_token"],
             "energy_source": row["energy_source"], "rho": row.get("rho"),
+            "delta_rho": [row.get(f"delta_backend_rho{end}") for end in ("", "_lo", "_hi")],
+            "delta_rho_verdict": row.get("verdict_backend_rho") or "",
         }  # fmt: skip
     for bits in BITS:
         mine = cells.get(("llama.cpp", bits))
@@ -82,6 +85,13 @@ def _ratio(figure: dict[str, Any]) -> str:
     return f"×{figure['estimate']:.2f} [{figure['low']:.2f}, {figure['high']:.2f}] | {floor} | {figure['verdict']}"
 
 
+def _delta(cell: dict[str, Any]) -> str:
+    estimate, low, high = cell.get("delta_rho") or (None, None, None)
+    if estimate is None:
+        return ""
+    return f"{estimate:+.3f} [{low:+.3f}, {high:+.3f}] {cell['delta_rho_verdict']}".rstrip()
+
+
 def table(bench: dict[str, Any]) -> str:
     found = bench["comparison"]
     rows = ["| llama.cpp cell | against | tokens/s ratio [95 %] | noise floor | verdict | energy/token ratio "
@@ -89,11 +99,12 @@ def table(bench: dict[str, Any]) -> str:
     for entry in found["comparisons"]:
         rows.append(f"| {entry['cell']} | {entry['against']} ({entry['against_format']}) | {_ratio(entry['speed'])} "
                     f"| {_ratio(entry['energy'])} |")  # fmt: skip
-    rows += ["", "| cell | format | weight matrices | tokens/s | J/token | ρ |", "|---|---|---|---|---|---|"]
+    rows += ["", "| cell | format | weight matrices | tokens/s | J/token | ρ | Δρ vs transformers, same bits [95 %] |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, cell in found["cells"].items():
         rho = "" if cell["rho"] is None else f"{cell['rho']:.3f}"
         rows.append(f"| {name} | {cell['format']} | {cell['format_detail']} | {cell['tokens_per_s']:.0f} | "
-                    f"{cell['j_per_token']:.3g} | {rho} |")  # fmt: skip
+                    f"{cell['j_per_token']:.3g} | {rho} | {_delta(cell)} |")  # fmt: skip
     wall = f"{bench['wall_s'] / 60:.1f} min" if bench.get("wall_s") else "given"
     source = next(iter(found["cells"].values()), {}).get("energy_source", "")
     return "\n".join([*rows, "", f"Energy sources: {source}. Run: {wall}. Measured {bench['date']} on "
