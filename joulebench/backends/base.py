@@ -1,9 +1,9 @@
 """Inference backends: how an evaluated cell is served, in which exact format, and what each backend can serve.
 
 A backend is one module and one registration in `BACKENDS`. It declares the format each bit width becomes (`formats`),
-the post-training kinds it does not serve (`unserved`), and, unless it is the reference backend (`transformers`, which serves the
-cell's own bitsandbytes or float model through `joulebench.evaluate`), how a cell's model becomes its format and is
-generated with (`build`). Measurement, quality scoring and ranking are the same for every backend.
+the post-training kinds it does not serve (`unserved`), and, unless it is the reference backend (`transformers`, which
+serves the cell's own bitsandbytes or float model through `joulebench.evaluate`), how a cell's model becomes its
+format and is generated with (`build`). Measurement, quality scoring and ranking are the same for every backend.
 """
 
 from __future__ import annotations
