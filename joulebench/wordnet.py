@@ -187,6 +187,45 @@ def install_wordnet(
     return corpus_dir
 
 
+class LemmaIndex(dict):
+    """NLTK's lemma → {part of speech: synset offsets} map, filled on demand: each lemma's lines are found by binary
+    search in WordNet's sorted `index.<pos>` files, as WordNet's own library does, instead of parsing all 150,000
+    lemmas (a second per job) for the few words METEOR looks up. A lemma WordNet lacks maps to {} and is not `in` it."""
+
+    def __init__(self, reader: Any) -> None:
+        super().__init__()
+        self._reader = reader
+        self._files: dict[str, Any] = {}
+
+    def __missing__(self, lemma: str) -> dict[str, list[int]]:
+        from nltk.corpus.reader.wordnet import ADJ, ADJ_SAT
+        from nltk.util import binary_search_file
+
+        entry: dict[str, list[int]] = {}
+        for pos, suffix in self._reader._FILEMAP.items():
+            if suffix not in self._files:
+                self._files[suffix] = self._reader.open(f"index.{suffix}")
+            line = binary_search_file(self._files[suffix], lemma) if lemma and " " not in lemma else None
+            if line is None:
+                continue
+            fields = line.split()
+            n_synsets, n_pointers = int(fields[2]), int(fields[3])
+            entry[pos] = [int(offset) for offset in fields[6 + n_pointers: 6 + n_pointers + n_synsets]]
+            if pos == ADJ:
+                entry[ADJ_SAT] = [offset for offset in entry[pos] if offset in self._reader.satellite_offsets]
+        self[lemma] = entry
+        return entry
+
+    def __contains__(self, lemma: object) -> bool:
+        return isinstance(lemma, str) and bool(self[lemma])
+
+    def get(self, lemma: str, default: Any = None) -> Any:
+        return self[lemma] if lemma in self else default
+
+    def __iter__(self) -> Any:
+        raise NotImplementedError("LemmaIndex reads lemmas on demand and cannot list them all")
+
+
 @functools.cache
 def load_wordnet() -> Any:
     """NLTK's WordNet reader for English look-ups, loaded once per process; WordNetMissing with the fix otherwise.
@@ -194,13 +233,16 @@ def load_wordnet() -> Any:
     NLTK 3.10's reader also builds, on every load, a map from WordNet 3.0 synsets for its multilingual (OMW) look-ups:
     its version check compares the version number ("3.0") with the corpus name ("wordnet"), so the map is built even
     for WordNet 3.0 itself, reading index.sense twice. That is most of the load time, and English look-ups never
-    read it, so this reader skips it."""
+    read it, so this reader skips it. It also reads the lemma index on demand (`LemmaIndex`) instead of all of it."""
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     class EnglishWordNet(WordNetCorpusReader):
         def map_wn(self, version: str = "wordnet") -> None:
             return None
+
+        def _load_lemma_pos_offset_map(self) -> None:
+            self._lemma_pos_offset_map = LemmaIndex(self)
 
     try:
         root = nltk.data.find("corpora/wordnet")
