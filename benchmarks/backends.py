@@ -22,10 +22,9 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, commit, machine, snakemake, write_between  # noqa: E402
+from harness import ROOT, commit, machine, publish, snakemake  # noqa: E402
 
 from joulebench.comparisons import compare_rows, noise_floors  # noqa: E402
-from joulebench.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 README_BEGIN, README_END = "<!-- backends:begin -->", "<!-- backends:end -->"
 BITS = (4, 8, 16)
@@ -123,14 +122,7 @@ def main() -> None:
     wall = None if args.reuse else run((ROOT / args.config).resolve(), workdir)
     bench = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit(),
              "wall_s": wall, "comparison": compare(workdir)}  # fmt: skip
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, bench)
-    text = table(bench)
-    atomic_write_text(out.with_suffix(".md"), text + "\n")
-    print(text)
-    if args.readme:
-        write_between(ROOT / args.readme, README_BEGIN, README_END, text)
+    publish(bench, table(bench), ROOT / args.out, args.readme and ROOT / args.readme, README_BEGIN, README_END)
 
 
 if __name__ == "__main__":

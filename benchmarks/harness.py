@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from joulebench.io import atomic_write_json
+from joulebench.io import atomic_write_json, atomic_write_text
 from joulebench.jobs import cpu_model, process_started
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -399,6 +399,17 @@ def write_between(readme: Path, begin: str, end: str, text: str) -> None:
         sys.exit(f"benchmark: {readme} has no {begin} … {end} block")
     head, rest = content.split(begin, 1)
     readme.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
+def publish(bench: dict[str, Any], table: str, out: Path, readme: Path | None, begin: str, end: str) -> None:
+    """Write a benchmark's figures (`out`, JSON) and its table (`out` as .md), print the table, and, with `readme`,
+    put it between that file's markers."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, bench)
+    atomic_write_text(out.with_suffix(".md"), table + "\n")
+    print(table)
+    if readme is not None:
+        write_between(readme, begin, end, table)
 
 
 if __name__ == "__main__":

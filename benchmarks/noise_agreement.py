@@ -22,9 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, commit, machine, snakemake, write_between  # noqa: E402
-
-from joulebench.io import atomic_write_json, atomic_write_text  # noqa: E402
+from harness import ROOT, commit, machine, publish, snakemake  # noqa: E402
 
 README_BEGIN, README_END = "<!-- noise:begin -->", "<!-- noise:end -->"
 
@@ -136,14 +134,7 @@ def main() -> None:
         "runs": [{"workdir": r["workdir"], "wall_s": r["wall_s"]} for r in runs],
         "comparison": compare(runs[0]["summary"], runs[1]["summary"]),
     }  # fmt: skip
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, bench)
-    text = table(bench)
-    atomic_write_text(out.with_suffix(".md"), text + "\n")
-    print(text)
-    if args.readme:
-        write_between(ROOT / args.readme, README_BEGIN, README_END, text)
+    publish(bench, table(bench), ROOT / args.out, args.readme and ROOT / args.readme, README_BEGIN, README_END)
 
 
 if __name__ == "__main__":

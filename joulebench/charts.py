@@ -693,8 +693,9 @@ PARETO_ENERGY_KEY = "deploy_wh_per_query"
 PARETO_ENERGY_LABEL = "energy per query over the deployment (Wh, deploy_wh_per_query)"
 
 
-def _energy_quality(row: Mapping[str, Any]) -> tuple[float, float] | None:
-    wh, rho = to_float(row.get(PARETO_ENERGY_KEY)), to_float(row.get("rho"))
+def _energy_quality(row: Mapping[str, Any], energy_key: str = PARETO_ENERGY_KEY) -> tuple[float, float] | None:
+    """(energy per query in `energy_key`, ρ) of an evaluated row that has both."""
+    wh, rho = to_float(row.get(energy_key)), to_float(row.get("rho"))
     if not is_ok(row) or wh is None or rho is None or not math.isfinite(wh) or not math.isfinite(rho):
         return None
     return wh, rho
@@ -802,10 +803,7 @@ BACKEND_QUALITY_LABEL = "ρ (mean quality)"
 
 def _serving_point(row: Mapping[str, Any]) -> tuple[float, float] | None:
     """(Wh per query at the answers' real lengths, ρ) of an evaluated row that has both."""
-    wh, rho = to_float(row.get(BACKEND_ENERGY_KEY)), to_float(row.get("rho"))
-    if not is_ok(row) or wh is None or rho is None or not math.isfinite(wh) or not math.isfinite(rho):
-        return None
-    return wh, rho
+    return _energy_quality(row, BACKEND_ENERGY_KEY)
 
 
 def bits_marker(bits: Any) -> str:

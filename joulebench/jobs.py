@@ -259,44 +259,23 @@ def evaluate(
         trust = bool(model.get("trust_remote_code", False))
         class_centroids = classes_from_dict(json.loads(Path(classes).read_text())) if classes else None
         with measuring(energy) as (monitor, span):
+            shared = {
+                "test": examples, "generation": GenerationSettings.from_config(generation),
+                "training": TrainSettings.from_config(training), "metric_settings": MetricSettings.from_config(metrics),
+                "monitor": monitor, "measurement": EnergySettings.from_config(energy),
+                "calibration_examples": read_examples(Path(train)),
+                "calibration": CalibrationSettings.from_config(calibration), "classes": class_centroids,
+            }  # fmt: skip
             if backend != REFERENCE_BACKEND:
                 # The GGUF files (a float32 one on the way): in TMPDIR, so that a killed job leaves nothing in results
                 with tempfile.TemporaryDirectory(prefix="joulebench-served-") as workdir:
-                    result = evaluate_on_backend(
-                        BACKENDS.get(backend),
-                        CellSpec(model_path, adapter, precision, setting, trust_remote_code=trust),
-                        examples,
-                        GenerationSettings.from_config(generation),
-                        TrainSettings.from_config(training),
-                        MetricSettings.from_config(metrics),
-                        monitor,
-                        EnergySettings.from_config(energy),
-                        Path(workdir),
-                        torch.get_num_threads(),
-                        calibration_examples=read_examples(Path(train)),
-                        calibration=CalibrationSettings.from_config(calibration),
-                        classes=class_centroids,
-                    )
+                    spec = CellSpec(model_path, adapter, precision, setting, trust_remote_code=trust)
+                    result = evaluate_on_backend(BACKENDS.get(backend), spec, workdir=Path(workdir),
+                                                 threads=torch.get_num_threads(), **shared)  # fmt: skip
             else:
-                result = evaluate_cell(
-                    model_path,
-                    adapter,
-                    precision,
-                    setting,
-                    examples,
-                    GenerationSettings.from_config(generation),
-                    TrainSettings.from_config(training),
-                    MetricSettings.from_config(metrics),
-                    monitor,
-                    EnergySettings.from_config(energy),
-                    trust,
-                    calibration_examples=read_examples(Path(train)),
-                    calibration=CalibrationSettings.from_config(calibration),
-                    sparse_kernels=sparse_kernels,
-                    early_exit=exit_setting,
-                    classes=class_centroids,
-                    merge=merge_setting,
-                )
+                result = evaluate_cell(model_path, adapter, precision, setting, trust_remote_code=trust,
+                                       sparse_kernels=sparse_kernels, early_exit=exit_setting, merge=merge_setting,
+                                       **shared)  # fmt: skip
             details = provenance(monitor, energy, span)
         lines = [
             {"id": e.id, "label": e.label, "target": e.target, "prediction": p,
