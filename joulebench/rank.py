@@ -199,13 +199,19 @@ def _tuned(row: Mapping[str, Any]) -> bool:
     return int(row["epochs"]) > 0
 
 
+def _base_costs(rows: Sequence[Mapping[str, Any]], settings: RankingSettings,
+               queries: int | None = None) -> dict[tuple[Any, Any], float | None]:  # fmt: skip
+    """Each base model's cost (the reference row of its dataset and model), the denominator of φ."""
+    return {_base_key(r): cost(r, settings, queries) for r in rows if r["is_reference"] and _rankable(r)}
+
+
 def rank_rows(
     rows: Sequence[Mapping[str, Any]], settings: RankingSettings, w: float | None = None, queries: int | None = None
 ) -> dict[int, Ranked]:
     """R of every ok tuned row, per dataset, keyed by the row's position in `rows`; `w` and `queries` replace the
     settings' values (the sensitivity tables)."""
     w = settings.w if w is None else w
-    bases = {_base_key(r): cost(r, settings, queries) for r in rows if r["is_reference"] and _rankable(r)}
+    bases = _base_costs(rows, settings, queries)
     ranked: dict[int, Ranked] = {}
     for dataset in sorted({r["dataset"] for r in rows}):
         chosen = [
@@ -232,7 +238,7 @@ def add_ranking(rows: Sequence[dict[str, Any]], settings: RankingSettings, k: in
             r["phi"] = 1.0
     for index, result in rank_rows(rows, settings).items():
         rows[index].update(phi=result.phi, score=result.score, rank=result.rank)
-    bases = {_base_key(r): cost(r, settings) for r in rows if r["is_reference"] and _rankable(r)}
+    bases = _base_costs(rows, settings)
     for r in rows:  # the base model served by another backend: not ranked, its energy efficiency still shown
         if not _tuned(r) and not r["is_reference"] and r["status"] == "ok":
             base, own = bases.get(_base_key(r)), cost(r, settings)

@@ -322,9 +322,8 @@ def add_uncertainty(
                 floor = (energy_floor(row) if energy_floor is not None else None) or 0.0
                 samples.append((row, CellSample(row_cost, base_cost, item_rho(cell, columns), floor)))
             parent = parents.get(cell_key(row)[:-1])
-            twin = on_reference_backend(cell_key(row))
-            for prefix, other in (("parent", parent), ("backend", rows_by_key.get(twin) if twin != cell_key(row)
-                                                       else None)):  # fmt: skip
+            twin = rows_by_key.get(on_reference_backend(cell_key(row)))  # the row itself on the reference backend
+            for prefix, other in (("parent", parent), ("backend", twin)):
                 other_scores = scores.get(cell_key(other)) if other is not None and other is not row else None
                 if other_scores is None:
                     continue
