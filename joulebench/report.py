@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import hashlib
@@ -34,7 +35,7 @@ from joulebench.lifecycle import (
 from joulebench.noise import HIGHER, LOWER, WITHIN_NOISE
 from joulebench.rank import COST_COLUMN, DEPLOYMENT, PAPER_LITERAL, RankingSettings, ranking_note, rho_definition
 from joulebench.sparse_kernels import DENSE_LABEL
-from joulebench.summary import COLUMNS, to_float
+from joulebench.summary import COLUMNS, cell_key, to_float
 
 TEMPLATE_NAME = "report.html.j2"
 STYLESHEET_NAME = "style.css"
@@ -654,17 +655,16 @@ def _named(labels: Mapping[str, str], label: Any) -> str:
 
 
 def _row_key(row: Mapping[str, Any]) -> tuple[str, ...]:
-    """The cell key of a summary row (joulebench.summary.cell_key), as text, so that typed and string rows match;
-    a row another backend than the reference served has its backend last."""
-    key = tuple(_text(row.get(key)) for key in ("dataset", "model", "training", "bits", "epochs", "pruning"))
-    backend = charts.backend_of(row)
-    return key if backend == charts.REFERENCE_BACKEND else (*key, backend)
+    """The cell key of a summary row (joulebench.summary.cell_key), as text, so that typed and string rows match (a
+    column an older summary lacks: blank)."""
+    return tuple(_text(part) for part in cell_key(collections.defaultdict(str, row)))
 
 
 def _finalist_key(entry: Mapping[str, Any]) -> tuple[str, ...]:
-    """A finalist's `cell_key` as text, in `_row_key`'s form (the reference backend, when named, dropped)."""
+    """A finalist's `cell_key` as text, in `_row_key`'s form; a key from before inference backends (six parts, no
+    backend) is the reference backend's cell."""
     key = tuple(_text(part) for part in entry.get("cell_key") or [])
-    return key[:6] if len(key) == 7 and key[6] == charts.REFERENCE_BACKEND else key
+    return (*key[:5], charts.REFERENCE_BACKEND, key[5]) if len(key) == 6 else key
 
 
 def _finalists_by_dataset(finalists: Sequence[Mapping[str, Any]] | None) -> dict[str, Mapping[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 from joulebench import report
 from joulebench.report import ReportInputs, format_duration, format_kwh, format_metric, render_html, write_report
 from joulebench.sparse_kernels import DENSE_LABEL
+from joulebench.summary import cell_key
 
 from .conftest import ROOT
 
@@ -1290,12 +1291,16 @@ def test_rankings_name_the_backend_and_format_of_each_row(backend_tree):
     assert "b4 e1 · llama.cpp GGUF Q4_K_M" in quality and "base · llama.cpp GGUF F32" in quality
     finalists = [_cells(tr)[0] for tr in _rows_of(_tables(backend_tree, "finalists")[0])]
     assert "b4 e1" in finalists and not any("llama.cpp" in label for label in finalists)
-    # A finalist's cell key names its backend or not: either way it is the transformers row's, never llama.cpp's.
+    # A finalist's cell key (joulebench.summary.cell_key: the backend before the variant) finds its own row; a key
+    # from before backends (no backend) is the transformers row's, never llama.cpp's.
     served = backend_rows()
     llama = _llama(served, "4", "1")
-    key = ["rca", "tiny-llama", "32-true_dense", "4", "1", "none"]
-    assert report._finalist_key({"cell_key": [*key, "transformers"]}) == report._finalist_key({"cell_key": key})
-    assert report._finalist_key({"cell_key": key}) != report._row_key(llama)
-    assert report._finalist_key({"cell_key": [*key, "llama.cpp"]}) == report._row_key(llama)
+    theirs = next(r for r in served if "backend" not in r and (r["bits"], r["epochs"], r["pruning"])
+                  == ("4", "1", "none"))  # fmt: skip
+    cell = ["rca", "tiny-llama", "32-true_dense", "4", "1"]
+    for row in (theirs, llama):
+        assert report._finalist_key({"cell_key": list(cell_key(row))}) == report._row_key(row)
+    assert report._finalist_key({"cell_key": [*cell, "none"]}) == report._row_key(theirs) != report._row_key(llama)
+    assert report._finalist_key({"cell_key": [*cell, "llama.cpp", "none"]}) == report._row_key(llama)
     energy = [_cells(tr)[1] for tr in _rows_of(_tables(backend_tree, "energy")[0]) if _cells(tr)[0] == "rca"]
     assert len(energy) == len(set(energy)) == 25
